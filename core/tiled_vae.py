@@ -1,0 +1,361 @@
+"""Running a compiled VAE program (``vae_program``) tile by tile.
+
+Exact mode streams the network pass by pass. Each pass reads its input tile plus the halo its
+convolution needs (1 px; around a 2x upsample, 1 px of the upsampled image) from an activation
+parked in host memory, normalises it with the GroupNorm statistics pooled over the whole image,
+convolves on the device and writes the tile back, adding the tile's per-channel sum and sum of
+squares to the pooled statistics of the output. Every pixel is counted once and padding never
+enters the statistics, so the result is the whole-image computation done in pieces: equal up to
+rounding, with device memory bounded by the tile. Host memory holds the few full-resolution
+activations a residual block keeps alive at once.
+
+Fast mode estimates every GroupNorm's statistics once, from a copy of the input shrunk to about
+one tile, then runs each tile with some padding independently with those statistics frozen. Its
+device and host memory are bounded by the tile, but it is an approximation: statistics are
+estimated and convolutions near a tile's edge see padding instead of their neighbours.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .tiling import Box, grid, grid_count
+from .vae_program import AttentionPass, Conv, ConvPass, Norm, Program
+
+# A write of one finished output tile: (sample index, box on the output grid, tile (C, h, w)).
+Sink = Callable[[int, Box, torch.Tensor], None]
+# Called after every unit of work; may raise to cancel (ComfyUI's interrupt does).
+Tick = Callable[[], None]
+# Per-pass group statistics: pass index -> (mean, variance), each float64 of shape (groups,).
+GroupStats = dict[int, tuple[torch.Tensor, torch.Tensor]]
+
+# Attention scores are computed for this many query x key pairs at a time at most.
+_ATTENTION_CHUNK_ELEMENTS = 1 << 26
+
+
+class NonFiniteActivation(ArithmeticError):
+    """An activation overflowed (typically fp16); the caller recomputes in float32."""
+
+
+@dataclass
+class _Parked:
+    """A full-resolution activation and the pooled statistics of everything written to it."""
+
+    data: torch.Tensor  # (C, H, W)
+    sums: torch.Tensor  # float64 (C,)
+    sumsq: torch.Tensor  # float64 (C,)
+
+    @staticmethod
+    def empty(channels: int, height: int, width: int, *, device, dtype) -> "_Parked":
+        data = torch.empty(channels, height, width, device=device, dtype=dtype)
+        return _Parked(data, torch.zeros(channels, dtype=torch.float64, device=device),
+                       torch.zeros(channels, dtype=torch.float64, device=device))
+
+    @staticmethod
+    def of(data: torch.Tensor) -> "_Parked":
+        parked = _Parked(data, torch.zeros(0), torch.zeros(0))
+        parked.sums, parked.sumsq = _channel_sums(data)
+        return parked
+
+    def accumulate(self, tile: torch.Tensor) -> None:
+        sums, sumsq = _channel_sums(tile)
+        self.sums += sums.to(self.sums.device)
+        self.sumsq += sumsq.to(self.sumsq.device)
+
+    def group_stats(self, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+        channels, height, width = self.data.shape
+        count = height * width * (channels // groups)
+        mean = self.sums.view(groups, -1).sum(1) / count
+        var = (self.sumsq.view(groups, -1).sum(1) / count - mean * mean).clamp_min(0)
+        if not (torch.isfinite(mean).all() and torch.isfinite(var).all()):
+            raise NonFiniteActivation("an activation overflowed")
+        return mean, var
+
+
+def _channel_sums(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    t = t.float()
+    return t.sum(dim=(1, 2), dtype=torch.float64), (t * t).sum(dim=(1, 2), dtype=torch.float64)
+
+
+def _norm_affine(norm: Norm, mean: torch.Tensor, var: torch.Tensor, channels: int, *, device, dtype):
+    """GroupNorm as a per-channel scale and shift, given the group statistics."""
+    per_group = channels // norm.groups
+    inv = torch.rsqrt(var + norm.eps).repeat_interleave(per_group)
+    mean = mean.repeat_interleave(per_group)
+    weight = norm.weight.to(device=device, dtype=torch.float64) if norm.weight is not None else 1.0
+    bias = norm.bias.to(device=device, dtype=torch.float64) if norm.bias is not None else 0.0
+    scale = (inv.to(device) * weight)
+    shift = bias - mean.to(device) * scale
+    return (scale.to(dtype).view(-1, 1, 1), shift.to(dtype).view(-1, 1, 1))
+
+
+@dataclass
+class _DeviceConv:
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    stride: int
+    padding: tuple[int, int, int, int]
+
+    @staticmethod
+    def of(conv: Conv, device, dtype) -> "_DeviceConv":
+        bias = conv.bias.to(device=device, dtype=dtype) if conv.bias is not None else None
+        return _DeviceConv(conv.weight.to(device=device, dtype=dtype), bias, conv.stride, conv.padding)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x.unsqueeze(0), self.weight, self.bias, stride=self.stride).squeeze(0)
+
+
+def _axis_window(o0: int, o1: int, length: int, upsample: bool, stride: int, kernel: int,
+                 pad_before: int) -> tuple[int, int, int, int, int]:
+    """Which source rows an output span needs.
+
+    Returns (source start, source end, offset into the resampled crop, zeros before, zeros after):
+    the rows [start, end) of the source, resampled, cropped from the offset, and padded with the
+    given zeros, are exactly the window the convolution reads for outputs [o0, o1).
+    """
+    virtual = length * 2 if upsample else length
+    lo = o0 * stride - pad_before
+    hi = (o1 - 1) * stride - pad_before + kernel
+    va, vb = max(lo, 0), min(hi, virtual)
+    if upsample:
+        sa, sb = va // 2, (vb - 1) // 2 + 1
+        return sa, sb, va - 2 * sa, va - lo, hi - vb
+    return va, vb, 0, va - lo, hi - vb
+
+
+def _out_length(length: int, conv: Conv, upsample: bool, before: int, after: int) -> int:
+    virtual = length * 2 if upsample else length
+    return (virtual + before + after - conv.kernel) // conv.stride + 1
+
+
+def _pass_tile(program: Program, index: int, tile_px: int | None) -> int:
+    """The tile side on pass `index`'s output grid for a tile of `tile_px` pixels (None: whole image)."""
+    if tile_px is None:
+        return 1 << 30
+    return max(1, math.ceil(tile_px * program.scales[index] / program.pixel_scale))
+
+
+class _Runner:
+    def __init__(self, program: Program, *, device, dtype, park_device, tile_px: int | None,
+                 frozen: GroupStats | None = None, record: GroupStats | None = None, tick: Tick | None = None):
+        self.program = program
+        self.device, self.dtype, self.park_device = device, dtype, park_device
+        self.tile_px = tile_px
+        self.frozen, self.record, self.tick = frozen, record, tick
+
+    def _tile(self, index: int) -> int:
+        return _pass_tile(self.program, index, self.tile_px)
+
+    def _affine(self, index: int, norm: Norm, src: _Parked):
+        if self.frozen is not None:
+            mean, var = self.frozen[index]
+        else:
+            mean, var = src.group_stats(norm.groups)
+        if self.record is not None:
+            self.record[index] = (mean, var)
+        return _norm_affine(norm, mean, var, src.data.shape[0], device=self.device, dtype=self.dtype)
+
+    def _load(self, t: torch.Tensor) -> torch.Tensor:
+        return t.to(device=self.device, dtype=self.dtype, non_blocking=True)
+
+    def run(self, x: torch.Tensor, sink: Callable[[Box, torch.Tensor], None]) -> None:
+        """Run the program on one sample x (C, H, W); every output tile goes to sink."""
+        buffers = {self.program.input: _Parked.of(x.to(self.park_device))}
+        last = len(self.program.passes) - 1
+        for index, p in enumerate(self.program.passes):
+            final = index == last
+            out_sink = sink if final else None
+            if isinstance(p, ConvPass):
+                dst = self._conv_pass(index, p, buffers, out_sink)
+            else:
+                dst = self._attention_pass(index, p, buffers, out_sink)
+            for name in self.program.last_reads[index]:
+                del buffers[name]
+            if dst is not None:
+                buffers[p.dst] = dst
+
+    def _finish_tile(self, y: torch.Tensor, box: Box, dst: _Parked | None, sink) -> None:
+        if dst is None:
+            if not torch.isfinite(y).all():
+                raise NonFiniteActivation("the output overflowed")
+            sink(box, y)
+        else:
+            dst.accumulate(y)
+            dst.data[:, box.y0:box.y1, box.x0:box.x1] = y.to(self.park_device, non_blocking=True)
+        if self.tick is not None:
+            self.tick()
+
+    def _conv_pass(self, index: int, p: ConvPass, buffers: dict[str, _Parked], sink) -> _Parked | None:
+        src = buffers[p.src]
+        _, height, width = src.data.shape
+        top, bottom, left, right = p.conv.padding
+        out_h = _out_length(height, p.conv, p.upsample, top, bottom)
+        out_w = _out_length(width, p.conv, p.upsample, left, right)
+        dst = None if sink else _Parked.empty(p.out_channels, out_h, out_w, device=self.park_device, dtype=self.dtype)
+        conv = _DeviceConv.of(p.conv, self.device, self.dtype)
+        shortcut = _DeviceConv.of(p.shortcut, self.device, self.dtype) if p.shortcut is not None else None
+        affine = self._affine(index, p.norm, src) if p.norm is not None else None
+        residual = buffers[p.residual] if p.residual is not None else None
+        tile = self._tile(index)
+        for box in grid(out_h, out_w, tile, tile):
+            sy0, sy1, cy, zt, zb = _axis_window(box.y0, box.y1, height, p.upsample, p.conv.stride, p.conv.kernel, top)
+            sx0, sx1, cx, zl, zr = _axis_window(box.x0, box.x1, width, p.upsample, p.conv.stride, p.conv.kernel, left)
+            t = self._load(src.data[:, sy0:sy1, sx0:sx1])
+            if affine is not None:
+                t = torch.addcmul(affine[1], t, affine[0])
+            if p.silu:
+                t = F.silu(t, inplace=affine is not None)
+            if p.upsample:
+                rows = box.y1 - box.y0 + (p.conv.kernel - 1) - zt - zb
+                cols = box.x1 - box.x0 + (p.conv.kernel - 1) - zl - zr
+                t = F.interpolate(t.unsqueeze(0), scale_factor=2.0, mode="nearest").squeeze(0)
+                t = t[:, cy:cy + rows, cx:cx + cols]
+            if zt or zb or zl or zr:
+                t = F.pad(t, (zl, zr, zt, zb))
+            y = conv(t)
+            del t
+            if residual is not None:
+                r = self._load(residual.data[:, box.y0:box.y1, box.x0:box.x1])
+                y += shortcut(r) if shortcut is not None else r
+            self._finish_tile(y, box, dst, sink)
+        return dst
+
+    def _attention_pass(self, index: int, p: AttentionPass, buffers: dict[str, _Parked], sink) -> _Parked | None:
+        src = buffers[p.src]
+        channels, height, width = src.data.shape
+        scale, shift = self._affine(index, p.norm, src)
+        q, k, v, proj = (_DeviceConv.of(c, self.device, self.dtype) for c in (p.q, p.k, p.v, p.proj))
+        keys = torch.empty(k.weight.shape[0], height, width, device=self.device, dtype=self.dtype)
+        values = torch.empty(v.weight.shape[0], height, width, device=self.device, dtype=self.dtype)
+        tile = self._tile(index)
+        boxes = list(grid(height, width, tile, tile))
+        for box in boxes:
+            h = torch.addcmul(shift, self._load(src.data[:, box.y0:box.y1, box.x0:box.x1]), scale)
+            keys[:, box.y0:box.y1, box.x0:box.x1] = k(h)
+            values[:, box.y0:box.y1, box.x0:box.x1] = v(h)
+            if self.tick is not None:
+                self.tick()
+        keys = keys.flatten(1).t().unsqueeze(0)
+        values = values.flatten(1).t().unsqueeze(0)
+        dst = None if sink else _Parked.empty(p.out_channels, height, width, device=self.park_device, dtype=self.dtype)
+        chunk = max(1, _ATTENTION_CHUNK_ELEMENTS // keys.shape[1])
+        for box in boxes:
+            x = self._load(src.data[:, box.y0:box.y1, box.x0:box.x1])
+            queries = q(torch.addcmul(shift, x, scale))
+            c, bh, bw = queries.shape
+            queries = queries.flatten(1).t().unsqueeze(0)
+            attended = torch.cat([F.scaled_dot_product_attention(queries[:, i:i + chunk], keys, values)
+                                  for i in range(0, queries.shape[1], chunk)], dim=1)
+            y = proj(attended.squeeze(0).t().reshape(c, bh, bw))
+            y += x
+            self._finish_tile(y, box, dst, sink)
+        return dst
+
+
+def steps_per_sample(program: Program, height: int, width: int, tile_px: int, fast: bool) -> int:
+    """Units of work (progress ticks) for one sample of the given input size."""
+    if fast:
+        return 1 + len(_fast_boxes(program, height, width, tile_px))
+    total = 0
+    h, w = height, width
+    for index, p in enumerate(program.passes):
+        if isinstance(p, ConvPass):
+            top, bottom, left, right = p.conv.padding
+            h = _out_length(h, p.conv, p.upsample, top, bottom)
+            w = _out_length(w, p.conv, p.upsample, left, right)
+        tile = _pass_tile(program, index, tile_px)
+        total += grid_count(h, w, tile, tile) * (2 if isinstance(p, AttentionPass) else 1)
+    return total
+
+
+def input_granularity(program: Program) -> int:
+    """Input sizes must be multiples of this (the encoder's total downsampling)."""
+    smallest = min([program.output_scale, *program.scales, 1])
+    return smallest.denominator
+
+
+def min_tile_px(program: Program) -> int:
+    """The smallest tile that gives every pass at least a few pixels to work on."""
+    smallest = min([*program.scales, 1])
+    return int(4 * program.pixel_scale / smallest)
+
+
+def _fast_boxes(program: Program, height: int, width: int, tile_px: int) -> list[Box]:
+    """Fast mode's tiles on the input grid, their edges on the input's granularity so each tile's
+    output lands on whole output pixels."""
+    g = input_granularity(program)
+    tile = max(1, int(tile_px / program.pixel_scale) // g)
+    return [box.scaled(g) for box in grid(height // g, width // g, tile, tile)]
+
+
+def auto_tile_px(program: Program, free_bytes: int, dtype: torch.dtype) -> int:
+    """A tile size, in pixels, whose working set fits comfortably in `free_bytes` of device memory."""
+    bytes_per_px = 0.0
+    for index, p in enumerate(program.passes):
+        area = float(program.scales[index] / program.pixel_scale) ** 2
+        in_ch = p.norm.weight.shape[0] if p.norm is not None and p.norm.weight is not None else p.out_channels
+        bytes_per_px = max(bytes_per_px, (4 * in_ch + 2 * p.out_channels) * area)
+    bytes_per_px *= torch.finfo(dtype).bits // 8
+    side = math.sqrt(max(free_bytes, 1) * 0.4 / max(bytes_per_px, 1.0))
+    step = max(64, min_tile_px(program))
+    return int(min(2048, max(step * 4, side // step * step)))
+
+
+def _shrunk(x: torch.Tensor, program: Program, target_px: int) -> torch.Tensor:
+    """x resized so its pixel side covers about target_px x target_px; nearest keeps each
+    value's distribution, which is what the statistics are estimated from."""
+    height, width = x.shape[-2:]
+    factor = math.sqrt(height * width) * float(program.pixel_scale) / target_px
+    if factor <= 1:
+        return x
+    g = input_granularity(program)
+    h = max(g, round(height / factor / g) * g)
+    w = max(g, round(width / factor / g) * g)
+    return F.interpolate(x.unsqueeze(0), size=(h, w), mode="nearest-exact").squeeze(0)
+
+
+def run_exact(program: Program, x: torch.Tensor, sink: Sink, *, tile_px: int, device, dtype,
+              tick: Tick | None = None) -> None:
+    """Exact tiled run of a batch x (B, C, H, W); activations are parked on x's device (the host)."""
+    for b in range(x.shape[0]):
+        runner = _Runner(program, device=device, dtype=dtype, park_device=x.device, tile_px=tile_px, tick=tick)
+        runner.run(x[b], lambda box, y, b=b: sink(b, box, y))
+
+
+# Fast mode estimates statistics on a copy at least this large (pixel side): a copy only a few
+# latent pixels across is dominated by its zero-padded border and misleads every GroupNorm.
+ESTIMATE_MIN_PX = 512
+
+
+def run_fast(program: Program, x: torch.Tensor, sink: Sink, *, tile_px: int, padding_px: int, device, dtype,
+             tick: Tick | None = None) -> None:
+    """Fast tiled run: statistics estimated from a shrunken copy, padded tiles run independently.
+    Memory is bounded by max(tile, ESTIMATE_MIN_PX), whatever the canvas size."""
+    g = input_granularity(program)
+    pad_in = math.ceil(padding_px / float(program.pixel_scale) / g) * g if padding_px > 0 else 0
+    out_scale = program.output_scale
+    for b in range(x.shape[0]):
+        sample = x[b]
+        stats: GroupStats = {}
+        estimate = _shrunk(sample, program, max(tile_px, ESTIMATE_MIN_PX)).to(device=device, dtype=dtype)
+        _Runner(program, device=device, dtype=dtype, park_device=device, tile_px=None,
+                record=stats).run(estimate, lambda box, y: None)
+        del estimate
+        if tick is not None:
+            tick()
+        height, width = sample.shape[-2:]
+        for box in _fast_boxes(program, height, width, tile_px):
+            crop = box.grown(pad_in, height, width)
+            inner = box.relative_to(crop)
+            runner = _Runner(program, device=device, dtype=dtype, park_device=device, tile_px=None, frozen=stats)
+            pieces: list[torch.Tensor] = []
+            runner.run(sample[:, crop.y0:crop.y1, crop.x0:crop.x1], lambda _, y: pieces.append(y))
+            y = pieces[0]
+            local = inner.scaled(out_scale)
+            sink(b, box.scaled(out_scale), y[:, local.y0:local.y1, local.x0:local.x1])
+            if tick is not None:
+                tick()

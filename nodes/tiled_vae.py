@@ -1,0 +1,192 @@
+"""TiledVAEEncode / TiledVAEDecode: ComfyUI's VAE run tile by tile through core.tiled_vae."""
+from __future__ import annotations
+
+import logging
+
+import torch
+from comfy.ldm.models import autoencoder
+from comfy.ldm.modules.diffusionmodules import model as ae_model
+import comfy.model_management as mm
+from comfy_api.latest import io
+
+from ..core import tiled_vae
+from ..core.tiling import Box
+from ..core.vae_program import Program, UnsupportedVAE, compile_decoder, compile_encoder
+from .host import CATEGORY, progress_ticker
+
+log = logging.getLogger("expanse")
+
+MODES = ["exact", "fast"]
+
+# Module classes whose forward() the compiled program replays exactly. Exact types: a subclass
+# (a video decoder, say) may change forward() while keeping the attribute names.
+_KNOWN_MODULES = (
+    autoencoder.AutoencoderKL, autoencoder.AutoencodingEngine, autoencoder.DiagonalGaussianRegularizer,
+    ae_model.Encoder, ae_model.Decoder, ae_model.ResnetBlock, ae_model.AttnBlock, ae_model.Upsample,
+    ae_model.Downsample, torch.nn.Module, torch.nn.ModuleList, torch.nn.SiLU, torch.nn.Dropout,
+)
+
+
+def _compile(vae, which: str) -> Program:
+    """The VAE's encoder or decoder as a tiled program, or UnsupportedVAE saying why not."""
+    net = vae.first_stage_model
+    for module in net.modules():
+        if not (type(module) in _KNOWN_MODULES or isinstance(module, (torch.nn.Conv2d, torch.nn.GroupNorm))):
+            raise UnsupportedVAE(f"it contains a {type(module).__module__}.{type(module).__name__}")
+    return compile_decoder(net) if which == "decoder" else compile_encoder(net)
+
+
+def _resolve_tile(node: str, program: Program, tile_size: int, vae) -> int:
+    minimum = tiled_vae.min_tile_px(program)
+    if tile_size == 0:
+        return tiled_vae.auto_tile_px(program, mm.get_free_memory(vae.device), vae.vae_dtype)
+    if tile_size < minimum:
+        raise ValueError(f"{node}: tile_size {tile_size} is smaller than this VAE's minimum of {minimum} px; "
+                         f"raise tile_size to {minimum} or more (0 picks a size from free memory)")
+    return tile_size
+
+
+def _run(node: str, program: Program, x: torch.Tensor, sink, *, vae, tile: int, mode: str, padding: int) -> None:
+    """Runs the program in the VAE's dtype; an fp16 overflow is redone in float32."""
+    mm.load_models_gpu([vae.patcher])
+    steps = x.shape[0] * tiled_vae.steps_per_sample(program, x.shape[-2], x.shape[-1], tile, mode == "fast")
+    dtype = vae.vae_dtype
+    while True:
+        tick = progress_ticker(steps)
+        try:
+            if mode == "fast":
+                tiled_vae.run_fast(program, x, sink, tile_px=tile, padding_px=padding, device=vae.device,
+                                   dtype=dtype, tick=tick)
+            else:
+                tiled_vae.run_exact(program, x, sink, tile_px=tile, device=vae.device, dtype=dtype, tick=tick)
+            return
+        except tiled_vae.NonFiniteActivation:
+            if dtype == torch.float32:
+                raise ValueError(f"{node}: the VAE produced non-finite values even in float32; "
+                                 "check the input for NaN or infinite values")
+            log.warning("%s: %s overflowed; recomputing in float32", node, dtype)
+            dtype = torch.float32
+
+
+def _check_batch(node: str, name: str, t: torch.Tensor) -> None:
+    if t.shape[0] == 0:
+        raise ValueError(f"{node}: {name} is an empty batch; connect at least one {name.rstrip('s')}")
+
+
+class TiledVAEDecode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TiledVAEDecode",
+            display_name="Tiled VAE Decode (Expanse)",
+            category=f"{CATEGORY}/vae",
+            description="Decodes latents of any size tile by tile. Exact mode shares every GroupNorm's "
+                        "statistics across all tiles, so the image equals a whole-image decode: no seams, "
+                        "no colour shift between tiles.",
+            inputs=[
+                io.Latent.Input("samples", tooltip="The latent to decode."),
+                io.Vae.Input("vae", tooltip="The VAE that matches the model the latent came from."),
+                io.Int.Input("tile_size", default=0, min=0, max=16384, step=8,
+                             tooltip="Tile side in output pixels. 0 picks the largest size that fits the device's "
+                                     "free memory. In exact mode the result does not depend on it; smaller tiles "
+                                     "use less device memory and run a little slower."),
+                io.Combo.Input("mode", options=MODES, default="exact",
+                               tooltip="exact: the same image as a whole-image decode (default). fast: estimates "
+                                       "the statistics from a shrunken copy and decodes padded tiles independently; "
+                                       "memory bounded by the tile, small differences near tile edges."),
+                io.Int.Input("padding", default=96, min=0, max=1024, step=8,
+                             tooltip="fast mode only: context in output pixels decoded around each tile and "
+                                     "thrown away. More hides tile edges better and costs more time."),
+            ],
+            outputs=[io.Image.Output(tooltip="The decoded image (batch, height, width, RGB in 0..1).")],
+        )
+
+    @classmethod
+    def execute(cls, samples, vae, tile_size=0, mode="exact", padding=96) -> io.NodeOutput:
+        node = "TiledVAEDecode"
+        vae.throw_exception_if_invalid()
+        z = samples["samples"]
+        _check_batch(node, "samples", z)
+        if z.ndim != 4:
+            raise ValueError(f"{node}: samples has {z.ndim - 2} spatial dimensions (a video latent?); "
+                             "this node decodes images: use ComfyUI's VAE Decode (Tiled) for video")
+        if z.shape[1] != vae.latent_channels:
+            raise ValueError(f"{node}: samples has {z.shape[1]} channels but this VAE takes {vae.latent_channels}; "
+                             "connect the VAE that belongs to the model the latent came from")
+        try:
+            program = _compile(vae, "decoder")
+        except UnsupportedVAE as e:
+            return io.NodeOutput(cls._fallback(vae, z, tile_size, padding, str(e)))
+        tile = _resolve_tile(node, program, tile_size, vae)
+        height, width = program.out_size(z.shape[-2], z.shape[-1])
+        image = torch.empty(z.shape[0], height, width, program.out_channels, device=mm.intermediate_device())
+
+        def write(b: int, box: Box, tile_out: torch.Tensor) -> None:
+            pixels = vae.process_output(tile_out.float()).movedim(0, -1)
+            image[b, box.y0:box.y1, box.x0:box.x1] = pixels.to(image.device)
+
+        _run(node, program, z, write, vae=vae, tile=tile, mode=mode, padding=padding)
+        return io.NodeOutput(image)
+
+    @staticmethod
+    def _fallback(vae, z, tile_size, padding, reason):
+        log.warning("TiledVAEDecode: this VAE's architecture is not one the exact tiled path understands (%s); "
+                    "falling back to ComfyUI's own tiled decode, which does not share statistics between tiles",
+                    reason)
+        ratio = vae.spacial_compression_decode()
+        tile = max(tile_size or 512, 64) // ratio
+        return vae.decode_tiled(z, tile_x=tile, tile_y=tile, overlap=max(1, padding // ratio))
+
+
+class TiledVAEEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TiledVAEEncode",
+            display_name="Tiled VAE Encode (Expanse)",
+            category=f"{CATEGORY}/vae",
+            description="Encodes images of any size tile by tile. Exact mode shares every GroupNorm's "
+                        "statistics across all tiles, so the latent equals a whole-image encode.",
+            inputs=[
+                io.Image.Input("pixels", tooltip="The image to encode; sides are cropped to the VAE's grid "
+                                                 "(a multiple of 8 px for SD-family VAEs) as VAE Encode does."),
+                io.Vae.Input("vae", tooltip="The VAE of the model that will use the latent."),
+                io.Int.Input("tile_size", default=0, min=0, max=16384, step=8,
+                             tooltip="Tile side in input pixels. 0 picks the largest size that fits the device's "
+                                     "free memory. In exact mode the result does not depend on it."),
+                io.Combo.Input("mode", options=MODES, default="exact",
+                               tooltip="exact: the same latent as a whole-image encode (default). fast: estimated "
+                                       "statistics and independent padded tiles; memory bounded by the tile."),
+                io.Int.Input("padding", default=64, min=0, max=1024, step=8,
+                             tooltip="fast mode only: context in input pixels encoded around each tile."),
+            ],
+            outputs=[io.Latent.Output(tooltip="The latent, as VAE Encode returns it.")],
+        )
+
+    @classmethod
+    def execute(cls, pixels, vae, tile_size=0, mode="exact", padding=64) -> io.NodeOutput:
+        node = "TiledVAEEncode"
+        vae.throw_exception_if_invalid()
+        _check_batch(node, "pixels", pixels)
+        pixels = vae.vae_encode_crop_pixels(pixels)
+        ratio = vae.spacial_compression_encode()
+        if pixels.shape[1] < ratio or pixels.shape[2] < ratio:
+            raise ValueError(f"{node}: pixels is smaller than one latent pixel ({ratio}x{ratio} px) of this VAE")
+        try:
+            program = _compile(vae, "encoder")
+        except UnsupportedVAE as e:
+            log.warning("TiledVAEEncode: this VAE's architecture is not one the exact tiled path understands (%s); "
+                        "falling back to ComfyUI's own tiled encode", e)
+            return io.NodeOutput({"samples": vae.encode_tiled(pixels[..., :3], tile_x=max(tile_size or 512, 64),
+                                                              tile_y=max(tile_size or 512, 64),
+                                                              overlap=max(ratio, padding))})
+        tile = _resolve_tile(node, program, tile_size, vae)
+        x = vae.process_input(pixels[..., :3].movedim(-1, 1))
+        height, width = program.out_size(x.shape[-2], x.shape[-1])
+        latent = torch.empty(x.shape[0], program.out_channels, height, width, device=mm.intermediate_device())
+
+        def write(b: int, box: Box, tile_out: torch.Tensor) -> None:
+            latent[b, :, box.y0:box.y1, box.x0:box.x1] = tile_out.to(latent.device, torch.float32)
+
+        _run(node, program, x, write, vae=vae, tile=tile, mode=mode, padding=padding)
+        return io.NodeOutput({"samples": latent})

@@ -1,0 +1,206 @@
+"""TiledVAEEncode/TiledVAEDecode inside the real ComfyUI, against ComfyUI's own VAE nodes."""
+import logging
+
+import pytest
+import torch
+
+import tiny_models
+
+torch.set_grad_enabled(False)
+
+
+def rel_l2(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def latent(channels=4, height=25, width=19, batch=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"samples": torch.randn(batch, channels, height, width, generator=g)}
+
+
+def image(height=200, width=152, batch=1, seed=0):
+    """A smooth picture with edges: gradients plus a disc, the kind of content seams show on."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, height), torch.linspace(0, 1, width), indexing="ij")
+    base = torch.stack([yy, xx, 1 - yy * xx], dim=-1)
+    disc = ((yy - 0.4) ** 2 + (xx - 0.6) ** 2 < 0.05).float().unsqueeze(-1)
+    img = (0.7 * base + 0.3 * disc + 0.05 * torch.rand(height, width, 3, generator=g)).clamp(0, 1)
+    return img.unsqueeze(0).repeat(batch, 1, 1, 1)
+
+
+def decode(node, vae, samples, **kw):
+    return node("TiledVAEDecode").execute(samples=samples, vae=vae, **kw).result[0]
+
+
+def encode(node, vae, pixels, **kw):
+    return node("TiledVAEEncode").execute(pixels=pixels, vae=vae, **kw).result[0]["samples"]
+
+
+@pytest.mark.parametrize("tile", [64, 72, 120])  # none divides the 200 x 152 px canvas
+def test_exact_decode_matches_whole_image_decode(node, tiny_vae, tile):
+    samples = latent()
+    whole = node("VAEDecode")().decode(tiny_vae, samples)[0]
+    ours = decode(node, tiny_vae, samples, tile_size=tile)
+    assert ours.shape == whole.shape == (1, 200, 152, 3)
+    assert ours.dtype == whole.dtype == torch.float32 and ours.device == whole.device
+    assert rel_l2(ours, whole) < 1e-4
+
+
+def test_builtin_tiled_decode_error_for_comparison(node, tiny_vae):
+    """ComfyUI's VAEDecodeTiled at the same tile size shares no statistics: its error is orders
+    of magnitude above ours (the benchmark measures this on the full-size architecture)."""
+    samples = latent()
+    whole = node("VAEDecode")().decode(tiny_vae, samples)[0]
+    builtin = node("VAEDecodeTiled")().decode(tiny_vae, samples, 64, 32, 64, 8)[0]
+    ours = decode(node, tiny_vae, samples, tile_size=64)
+    builtin_err, our_err = rel_l2(builtin, whole), rel_l2(ours, whole)
+    print(f"relative L2 vs whole-image decode at 64 px tiles: built-in {builtin_err:.2e}, ours {our_err:.2e}")
+    assert our_err * 100 < builtin_err
+
+
+@pytest.mark.parametrize("tile", [64, 104])
+def test_exact_encode_matches_whole_image_encode(node, tiny_vae, tile):
+    pixels = image()
+    whole = node("VAEEncode")().encode(tiny_vae, pixels)[0]["samples"]
+    ours = encode(node, tiny_vae, pixels, tile_size=tile)
+    assert ours.shape == whole.shape == (1, 4, 25, 19)
+    assert rel_l2(ours, whole) < 1e-4
+
+
+def test_crop_to_the_latent_grid_like_vae_encode(node, tiny_vae):
+    pixels = image(203, 157)
+    whole = node("VAEEncode")().encode(tiny_vae, pixels)[0]["samples"]
+    ours = encode(node, tiny_vae, pixels, tile_size=64)
+    assert ours.shape == whole.shape == (1, 4, 25, 19)
+    assert rel_l2(ours, whole) < 1e-4
+
+
+def test_batches_and_auto_tile(node, tiny_vae):
+    samples = latent(batch=2)
+    whole = node("VAEDecode")().decode(tiny_vae, samples)[0]
+    ours = decode(node, tiny_vae, samples)  # tile_size 0: chosen from free memory
+    assert ours.shape == (2, 200, 152, 3)
+    assert rel_l2(ours, whole) < 1e-4
+    assert not torch.equal(ours[0], ours[1])
+
+
+def test_deterministic(node, tiny_vae):
+    samples = latent()
+    assert torch.equal(decode(node, tiny_vae, samples, tile_size=64), decode(node, tiny_vae, samples, tile_size=64))
+
+
+def test_sixteen_channel_flux_layout(node, comfy_nodes):
+    """The SD3/Flux.1 VAE: 16 latent channels, no quant convs (ComfyUI builds an AutoencodingEngine)."""
+    vae = tiny_models.full_size_vae(latent_channels=16, quant_convs=False)
+    assert vae.latent_channels == 16 and not hasattr(vae.first_stage_model, "post_quant_conv")
+    samples = latent(channels=16, height=9, width=7)
+    whole = node("VAEDecode")().decode(vae, samples)[0]
+    ours = decode(node, vae, samples, tile_size=32)
+    assert rel_l2(ours, whole) < 1e-4
+    pixels = image(72, 56)
+    assert rel_l2(encode(node, vae, pixels, tile_size=32), node("VAEEncode")().encode(vae, pixels)[0]["samples"]) < 1e-4
+
+
+def test_fast_mode_is_close_to_exact(node, tiny_vae):
+    """Fast mode estimates statistics from a shrunken copy (the canvas is larger than the 512 px
+    estimate) and decodes padded tiles independently: close to, but not equal to, the exact result.
+    Random weights and a white-noise latent are its worst case; real VAEs do better."""
+    samples = latent(height=72, width=64)
+    whole = node("VAEDecode")().decode(tiny_vae, samples)[0]
+    exact = decode(node, tiny_vae, samples, tile_size=256)
+    fast = decode(node, tiny_vae, samples, tile_size=256, mode="fast", padding=96)
+    assert fast.shape == whole.shape == (1, 576, 512, 3)
+    assert rel_l2(exact, whole) * 100 < rel_l2(fast, whole) < 0.1
+
+
+def test_fast_encode_improves_with_padding(node, tiny_vae):
+    """The encoder's mid-block attention is global, so a fast tile sees only its crop: the error
+    comes from context and falls as padding grows; the statistics estimate alone is near-exact."""
+    pixels = image(576, 512)
+    whole = node("VAEEncode")().encode(tiny_vae, pixels)[0]["samples"]
+    errors = [rel_l2(encode(node, tiny_vae, pixels, tile_size=256, mode="fast", padding=pad), whole)
+              for pad in (32, 128)]
+    assert errors[1] < errors[0] < 0.5
+    one_tile = encode(node, tiny_vae, pixels, tile_size=1024, mode="fast", padding=0)
+    assert rel_l2(one_tile, whole) < 1e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_vaes(node, dtype):
+    vae16 = tiny_models.tiny_vae(dtype=dtype)
+    vae32 = tiny_models.tiny_vae()
+    samples = latent(height=12, width=10)
+    ours = decode(node, vae16, samples, tile_size=40)
+    assert torch.isfinite(ours).all()
+    assert rel_l2(ours, node("VAEDecode")().decode(vae32, samples)[0]) < 0.05
+
+
+def test_fp16_overflow_is_recomputed_in_float32(node, caplog):
+    """Weights that push activations past fp16's range: the whole-image fp16 decode breaks (NaN or
+    black), ours notices and recomputes in float32."""
+    def scaled(vae):
+        with torch.no_grad():
+            vae.first_stage_model.decoder.conv_in.weight.mul_(1e5)
+        return vae
+
+    vae16 = scaled(tiny_models.tiny_vae(dtype=torch.float16))
+    vae32 = scaled(tiny_models.tiny_vae())
+    with torch.no_grad():  # the same fp16-rounded weights, so only the arithmetic differs
+        for p in vae32.first_stage_model.parameters():
+            p.copy_(p.half().float())
+    samples = latent(height=12, width=10)
+    broken = node("VAEDecode")().decode(vae16, samples)[0]
+    reference = node("VAEDecode")().decode(vae32, samples)[0]
+    assert torch.isfinite(reference).all()
+    assert not torch.isfinite(broken).all() or rel_l2(broken, reference) > 0.1
+    with caplog.at_level(logging.WARNING):
+        ours = decode(node, vae16, samples, tile_size=40)
+    assert "recomputing in float32" in caplog.text
+    # 1e5-sized residual streams make even float32 rounding visible after the GroupNorms that
+    # follow, in the whole-image reference as in ours: agreement to 1e-3, not the usual 1e-4.
+    assert rel_l2(ours, reference) < 1e-3
+
+
+def test_progress_and_cancel(node, tiny_vae):
+    import comfy.model_management as mm
+    import comfy.utils
+
+    updates = []
+    previous = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: updates.append((value, total)))
+    try:
+        decode(node, tiny_vae, latent(), tile_size=64)
+        assert len(updates) > 10 and updates[-1][0] == updates[-1][1]
+        mm.interrupt_current_processing(True)
+        with pytest.raises(mm.InterruptProcessingException):
+            decode(node, tiny_vae, latent(), tile_size=64)
+    finally:
+        mm.interrupt_current_processing(False)
+        comfy.utils.set_progress_bar_global_hook(previous)
+
+
+def test_bad_inputs_name_the_input(node, tiny_vae):
+    with pytest.raises(ValueError, match="tile_size 16 is smaller than this VAE's minimum of 32"):
+        decode(node, tiny_vae, latent(), tile_size=16)
+    with pytest.raises(ValueError, match="samples has 16 channels but this VAE takes 4"):
+        decode(node, tiny_vae, latent(channels=16))
+    with pytest.raises(ValueError, match="samples is an empty batch"):
+        decode(node, tiny_vae, {"samples": torch.zeros(0, 4, 8, 8)})
+    with pytest.raises(ValueError, match="pixels is an empty batch"):
+        encode(node, tiny_vae, torch.zeros(0, 64, 64, 3))
+    with pytest.raises(ValueError, match="tile_size 8 is smaller"):
+        encode(node, tiny_vae, image(64, 64), tile_size=8)
+
+
+def test_unknown_architecture_falls_back_with_a_message(node, caplog):
+    vae = tiny_models.tiny_vae()
+
+    class CustomAttention(type(vae.first_stage_model.decoder.mid.attn_1)):
+        pass
+
+    vae.first_stage_model.decoder.mid.attn_1.__class__ = CustomAttention
+    samples = latent()
+    with caplog.at_level(logging.WARNING):
+        out = decode(node, vae, samples, tile_size=64)
+    assert "not one the exact tiled path understands" in caplog.text and "CustomAttention" in caplog.text
+    assert out.shape == (1, 200, 152, 3)

@@ -1,0 +1,174 @@
+import pytest
+import torch
+
+from expanse.core.tiled_vae import (NonFiniteActivation, auto_tile_px, min_tile_px, run_exact, run_fast,
+                            steps_per_sample)
+from expanse.core.tiling import Box
+from expanse.core.vae_program import UnsupportedVAE, compile_decoder, compile_encoder
+from reference_vae import Autoencoder, randomize
+
+torch.set_grad_enabled(False)
+
+
+def rel_l2(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+class Collector:
+    """A sink that assembles tiles into one tensor and counts how often each pixel was written."""
+
+    def __init__(self, batch, channels, height, width):
+        self.out = torch.zeros(batch, channels, height, width)
+        self.writes = torch.zeros(batch, height, width, dtype=torch.int32)
+
+    def __call__(self, b, box: Box, tile):
+        self.out[b, :, box.y0:box.y1, box.x0:box.x1] = tile
+        self.writes[b, box.y0:box.y1, box.x0:box.x1] += 1
+
+
+def decode(model, z, **kw):
+    prog = compile_decoder(model)
+    b, _, h, w = z.shape
+    oh, ow = prog.out_size(h, w)
+    sink = Collector(b, prog.out_channels, oh, ow)
+    fast = kw.pop("fast", False)
+    (run_fast if fast else run_exact)(prog, z, sink, device=torch.device("cpu"), dtype=torch.float32, **kw)
+    return sink
+
+
+def encode(model, x, **kw):
+    prog = compile_encoder(model)
+    b, _, h, w = x.shape
+    oh, ow = prog.out_size(h, w)
+    sink = Collector(b, prog.out_channels, oh, ow)
+    fast = kw.pop("fast", False)
+    (run_fast if fast else run_exact)(prog, x, sink, device=torch.device("cpu"), dtype=torch.float32, **kw)
+    return sink
+
+
+LAYOUTS = {
+    "sd-like": dict(quant=True, z=4, groups=8),
+    "flux-like-16ch": dict(quant=False, z=16, groups=4),
+    "attention-at-a-level": dict(quant=True, z=4, groups=8, attn_levels=(2,)),
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("tile", [24, 40, 72])  # none divides the 88 px canvas
+def test_exact_decode_equals_whole_image(layout, tile):
+    model = randomize(Autoencoder(**LAYOUTS[layout]))
+    z = torch.randn(2, model.decoder.conv_in.in_channels, 11, 13, generator=torch.Generator().manual_seed(1))
+    whole = model.decode(z)
+    sink = decode(model, z, tile_px=tile)
+    assert sink.out.shape == whole.shape == (2, 3, 44, 52)
+    assert (sink.writes == 1).all(), "every output pixel is written exactly once"
+    assert rel_l2(sink.out, whole) < 1e-5
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("tile", [20, 36, 60])
+def test_exact_encode_equals_whole_image(layout, tile):
+    model = randomize(Autoencoder(**LAYOUTS[layout]), seed=3)
+    x = torch.rand(1, 3, 44, 52, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    whole = model.encode(x)
+    sink = encode(model, x, tile_px=tile)
+    assert sink.out.shape == whole.shape == (1, whole.shape[1], 11, 13)
+    assert (sink.writes == 1).all()
+    assert rel_l2(sink.out, whole) < 1e-5
+
+
+def test_per_tile_statistics_would_be_wrong():
+    """The comparison above can fail: normalising each tile by its own statistics (what a naive
+    tiled VAE does) gives a visibly different result on the same model and input."""
+    model = randomize(Autoencoder())
+    z = torch.randn(1, 4, 11, 13, generator=torch.Generator().manual_seed(1)) * 2
+    z[..., :6] += 1.5  # one half of the canvas brighter, so per-tile stats differ
+    whole = model.decode(z)
+    naive = torch.zeros_like(whole)
+    for y0, y1 in ((0, 5), (5, 11)):
+        naive[..., y0 * 4:y1 * 4, :] = model.decode(z[..., y0:y1, :])
+    assert rel_l2(naive, whole) > 1e-2
+
+
+def test_progress_ticks_match_the_plan():
+    model = randomize(Autoencoder())
+    z = torch.randn(1, 4, 11, 13)
+    ticks = []
+    prog = compile_decoder(model)
+    run_exact(prog, z, lambda *a: None, tile_px=24, device=torch.device("cpu"), dtype=torch.float32,
+              tick=lambda: ticks.append(1))
+    assert len(ticks) == steps_per_sample(prog, 11, 13, 24, fast=False) > 10
+    ticks.clear()
+    run_fast(prog, z, lambda *a: None, tile_px=24, padding_px=8, device=torch.device("cpu"), dtype=torch.float32,
+             tick=lambda: ticks.append(1))
+    assert len(ticks) == steps_per_sample(prog, 11, 13, 24, fast=True)
+
+
+def test_cancel_from_tick_stops_the_run():
+    class Cancelled(Exception):
+        pass
+
+    model = randomize(Autoencoder())
+    count = []
+
+    def tick():
+        count.append(1)
+        if len(count) == 3:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        run_exact(compile_decoder(model), torch.randn(1, 4, 11, 13), lambda *a: None, tile_px=24,
+                  device=torch.device("cpu"), dtype=torch.float32, tick=tick)
+    assert len(count) == 3
+
+
+def test_fast_mode_is_close_and_covers_every_pixel_once():
+    model = randomize(Autoencoder())
+    z = torch.randn(1, 4, 22, 26, generator=torch.Generator().manual_seed(5))
+    whole = model.decode(z)
+    sink = decode(model, z, tile_px=40, padding_px=16, fast=True)
+    assert (sink.writes == 1).all()
+    err = rel_l2(sink.out, whole)
+    assert 0 < err < 0.25, err  # an estimate: close, but not exact
+    # One tile holding the whole canvas with no shrinking: fast mode's statistics are the true ones.
+    single = decode(model, z, tile_px=200, padding_px=0, fast=True)
+    assert rel_l2(single.out, whole) < 1e-5
+
+
+def test_fast_encode_covers_every_pixel_once():
+    model = randomize(Autoencoder())
+    x = torch.rand(1, 3, 88, 104) * 2 - 1
+    sink = encode(model, x, tile_px=32, padding_px=8, fast=True)
+    assert (sink.writes == 1).all()
+    assert rel_l2(sink.out, model.encode(x)) < 0.5
+
+
+def test_fp16_overflow_is_detected():
+    model = randomize(Autoencoder()).half()
+    with torch.no_grad():
+        model.decoder.conv_in.weight.mul_(4000)  # activations beyond fp16's 65504
+    with pytest.raises(NonFiniteActivation):
+        run_exact(compile_decoder(model), torch.randn(1, 4, 11, 13).half() * 10, lambda *a: None, tile_px=24,
+                  device=torch.device("cpu"), dtype=torch.float16)
+
+
+def test_unsupported_structures_are_named():
+    model = Autoencoder()
+    del model.decoder.mid
+    with pytest.raises(UnsupportedVAE, match="mid"):
+        compile_decoder(model)
+    model = Autoencoder()
+    model.encoder.down[0].downsample.with_conv = False
+    with pytest.raises(UnsupportedVAE, match="average pooling"):
+        compile_encoder(model)
+    with pytest.raises(UnsupportedVAE, match="no decoder"):
+        compile_decoder(torch.nn.Linear(2, 2))
+
+
+def test_tile_size_helpers_follow_the_architecture():
+    model = Autoencoder()  # 2 up-samplings: 4 px per latent px
+    prog = compile_decoder(model)
+    assert min_tile_px(prog) == 16
+    small = auto_tile_px(prog, 64 << 20, torch.float32)
+    large = auto_tile_px(prog, 16 << 30, torch.float32)
+    assert min_tile_px(prog) <= small < large <= 2048
