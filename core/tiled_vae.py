@@ -57,9 +57,7 @@ class _Parked:
 
     @staticmethod
     def of(data: torch.Tensor) -> "_Parked":
-        parked = _Parked(data, torch.zeros(0), torch.zeros(0))
-        parked.sums, parked.sumsq = _channel_sums(data)
-        return parked
+        return _Parked(data, *_channel_sums(data))
 
     def accumulate(self, tile: torch.Tensor) -> None:
         sums, sumsq = _channel_sums(tile)
@@ -95,15 +93,17 @@ def _norm_affine(norm: Norm, mean: torch.Tensor, var: torch.Tensor, channels: in
 
 @dataclass
 class _DeviceConv:
+    """A convolution's weights cast once per pass to the compute device and dtype; padding is
+    applied by the caller, who knows which sides are image border and which are neighbours."""
+
     weight: torch.Tensor
     bias: torch.Tensor | None
     stride: int
-    padding: tuple[int, int, int, int]
 
     @staticmethod
     def of(conv: Conv, device, dtype) -> "_DeviceConv":
         bias = conv.bias.to(device=device, dtype=dtype) if conv.bias is not None else None
-        return _DeviceConv(conv.weight.to(device=device, dtype=dtype), bias, conv.stride, conv.padding)
+        return _DeviceConv(conv.weight.to(device=device, dtype=dtype), bias, conv.stride)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x.unsqueeze(0), self.weight, self.bias, stride=self.stride).squeeze(0)
@@ -185,7 +185,8 @@ class _Runner:
             sink(box, y)
         else:
             dst.accumulate(y)
-            dst.data[:, box.y0:box.y1, box.x0:box.x1] = y.to(self.park_device, non_blocking=True)
+            # Blocking: a non-blocking device-to-host copy may still be in flight when read.
+            dst.data[:, box.y0:box.y1, box.x0:box.x1] = y.to(self.park_device)
         if self.tick is not None:
             self.tick()
 
@@ -297,7 +298,7 @@ def auto_tile_px(program: Program, free_bytes: int, dtype: torch.dtype) -> int:
     bytes_per_px = 0.0
     for index, p in enumerate(program.passes):
         area = float(program.scales[index] / program.pixel_scale) ** 2
-        in_ch = p.norm.weight.shape[0] if p.norm is not None and p.norm.weight is not None else p.out_channels
+        in_ch = p.conv.in_channels if isinstance(p, ConvPass) else p.out_channels
         bytes_per_px = max(bytes_per_px, (4 * in_ch + 2 * p.out_channels) * area)
     bytes_per_px *= torch.finfo(dtype).bits // 8
     side = math.sqrt(max(free_bytes, 1) * 0.4 / max(bytes_per_px, 1.0))
@@ -320,9 +321,10 @@ def _shrunk(x: torch.Tensor, program: Program, target_px: int) -> torch.Tensor:
 
 def run_exact(program: Program, x: torch.Tensor, sink: Sink, *, tile_px: int, device, dtype,
               tick: Tick | None = None) -> None:
-    """Exact tiled run of a batch x (B, C, H, W); activations are parked on x's device (the host)."""
+    """Exact tiled run of a batch x (B, C, H, W); full-resolution activations are parked in host memory."""
+    host = torch.device("cpu")
     for b in range(x.shape[0]):
-        runner = _Runner(program, device=device, dtype=dtype, park_device=x.device, tile_px=tile_px, tick=tick)
+        runner = _Runner(program, device=device, dtype=dtype, park_device=host, tile_px=tile_px, tick=tick)
         runner.run(x[b], lambda box, y, b=b: sink(b, box, y))
 
 

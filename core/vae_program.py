@@ -184,6 +184,15 @@ class _Builder:
         parts = [_conv(getattr(block, n), expect_kernel=1) for n in ("q", "k", "v", "proj_out")]
         return self._add(AttentionPass(src, self._new(), _norm(block.norm), *parts))
 
+    def level(self, src: str, stage: nn.Module) -> str:
+        """One resolution level's residual blocks, each followed by its attention block if it has one."""
+        x = src
+        for i, block in enumerate(stage.block):
+            x = self.resnet(x, block)
+            if len(stage.attn) > 0:
+                x = self.attention(x, stage.attn[i])
+        return x
+
     def program(self) -> Program:
         prog = Program(self.passes, self.input, self.in_channels, self.scales)
         prog.last_reads = _last_reads(prog)
@@ -238,16 +247,19 @@ def _last_reads(prog: Program) -> list[list[str]]:
     return out
 
 
-def _check_not_video(net: nn.Module) -> None:
+def _network(autoencoder: nn.Module, name: str, levels: str) -> tuple[nn.Module, nn.ModuleList]:
+    """The autoencoder's `name` network and its resolution levels, checked for what the compiler needs."""
+    if getattr(autoencoder, "bn", None) is not None:
+        raise UnsupportedVAE("a latent batch-norm (patchified latent) autoencoder")
+    net = getattr(autoencoder, name, None)
+    if net is None:
+        raise UnsupportedVAE(f"{type(autoencoder).__name__} has no {name}")
     for attr in ("conv3d", "time_compress"):
         if getattr(net, attr, None):
             raise UnsupportedVAE(f"a video (3-D) {type(net).__name__}")
-
-
-def _levels(net: nn.Module, attr: str) -> nn.ModuleList:
-    _require(net, "conv_in", "mid", "norm_out", "conv_out", attr, "num_resolutions")
+    _require(net, "conv_in", "mid", "norm_out", "conv_out", levels, "num_resolutions")
     _require(net.mid, "block_1", "attn_1", "block_2")
-    return getattr(net, attr)
+    return net, getattr(net, levels)
 
 
 def _mid(b: _Builder, x: str, mid: nn.Module) -> str:
@@ -266,19 +278,9 @@ def _gaussian_mode_channels(autoencoder: nn.Module, produced: int) -> int | None
     return produced // 2
 
 
-def _check_wrapper(autoencoder: nn.Module) -> None:
-    if getattr(autoencoder, "bn", None) is not None:
-        raise UnsupportedVAE("a latent batch-norm (patchified latent) autoencoder")
-
-
 def compile_decoder(autoencoder: nn.Module) -> Program:
     """The passes of ``autoencoder.decode`` (post_quant_conv, if any, then the decoder)."""
-    _check_wrapper(autoencoder)
-    dec = getattr(autoencoder, "decoder", None)
-    if dec is None:
-        raise UnsupportedVAE(f"{type(autoencoder).__name__} has no decoder")
-    _check_not_video(dec)
-    up = _levels(dec, "up")
+    dec, up = _network(autoencoder, "decoder", "up")
     if getattr(dec, "give_pre_end", False) or getattr(dec, "tanh_out", False):
         raise UnsupportedVAE("a decoder with give_pre_end or tanh_out")
     post = getattr(autoencoder, "post_quant_conv", None)
@@ -290,35 +292,22 @@ def compile_decoder(autoencoder: nn.Module) -> Program:
     x = b.conv(x, dec.conv_in)
     x = _mid(b, x, dec.mid)
     for level in reversed(range(dec.num_resolutions)):
-        stage = up[level]
-        for i, block in enumerate(stage.block):
-            x = b.resnet(x, block)
-            if len(stage.attn) > 0:
-                x = b.attention(x, stage.attn[i])
+        x = b.level(x, up[level])
         if level != 0:
-            x = b.upsample(x, stage.upsample)
+            x = b.upsample(x, up[level].upsample)
     b.conv(x, dec.conv_out, norm=dec.norm_out, silu=True)
     return b.program()
 
 
 def compile_encoder(autoencoder: nn.Module) -> Program:
     """The passes of ``autoencoder.encode`` up to the latent (the Gaussian's mode)."""
-    _check_wrapper(autoencoder)
-    enc = getattr(autoencoder, "encoder", None)
-    if enc is None:
-        raise UnsupportedVAE(f"{type(autoencoder).__name__} has no encoder")
-    _check_not_video(enc)
-    down = _levels(enc, "down")
+    enc, down = _network(autoencoder, "encoder", "down")
     b = _Builder("input", enc.conv_in.in_channels)
     x = b.conv(b.input, enc.conv_in)
     for level in range(enc.num_resolutions):
-        stage = down[level]
-        for i, block in enumerate(stage.block):
-            x = b.resnet(x, block)
-            if len(stage.attn) > 0:
-                x = b.attention(x, stage.attn[i])
+        x = b.level(x, down[level])
         if level != enc.num_resolutions - 1:
-            x = b.downsample(x, stage.downsample)
+            x = b.downsample(x, down[level].downsample)
     x = _mid(b, x, enc.mid)
     quant = getattr(autoencoder, "quant_conv", None)
     last = quant if quant is not None else enc.conv_out
