@@ -1,42 +1,18 @@
-"""The real ComfyUI host, for the integration and e2e tiers.
-
-`comfy_dir()` is the host the set-up script built (or COMFYUI_PATH). `start_in_process()` imports
-it into this process on the CPU and loads the pack through ComfyUI's own custom-node loader,
-exactly as the server does at start-up.
-"""
+"""The real ComfyUI host in this process, for the integration tier (and the benchmarks)."""
 from __future__ import annotations
 
 import asyncio
-import os
-import pathlib
-import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def comfy_dir() -> pathlib.Path:
-    if os.environ.get("COMFYUI_PATH"):
-        return pathlib.Path(os.environ["COMFYUI_PATH"]).resolve()
-    recorded = ROOT / ".venv" / ".expanse-comfyui-path"
-    if recorded.exists():
-        return pathlib.Path(recorded.read_text().strip())
-    return ROOT / ".comfyui"
-
+import comfy_server
 
 _started = False
 
 
-def start_in_process():
-    """Imports ComfyUI (CPU only) and loads the pack; returns ComfyUI's `nodes` module."""
+def start_in_process(cpu: bool = True):
+    """Imports ComfyUI (on the CPU unless cpu=False) and loads the pack through ComfyUI's own
+    custom-node loader, as the server does at start-up; returns ComfyUI's `nodes` module."""
     global _started
-    host = comfy_dir()
-    if not (host / "main.py").exists():
-        raise RuntimeError(f"no ComfyUI at {host}: run `make setup` (or set COMFYUI_PATH)")
-    if str(host) not in sys.path:
-        sys.path.insert(0, str(host))
-    import comfy.cli_args
-
-    comfy.cli_args.args.cpu = True  # before anything imports comfy.model_management
+    host = comfy_server.import_host(cpu=cpu)
     import nodes as comfy_nodes
 
     if not _started:

@@ -105,82 +105,34 @@ def tiny_unet_config(latent_channels: int = 4, model_channels: int = 32) -> dict
     }
 
 
-def _tiny_model_config_class():
-    import comfy.latent_formats
-    import comfy.model_base
-    import comfy.supported_models_base
-
-    class TinySD15(comfy.supported_models_base.BASE):
-        """Never matched by detection (unet_config is set per instance); built only by tiny_unet."""
-        unet_extra_config = {"num_heads": -1, "num_head_channels": 32}
-        latent_format = comfy.latent_formats.SD15
-        memory_usage_factor = 1.0
-        prediction = comfy.model_base.ModelType.EPS
-
-        def model_type(self, state_dict, prefix=""):
-            return self.prediction
-
-        def inpaint_model(self):  # BASE takes in_channels > 4 for an inpainting UNet
-            return False
-
-        def clip_target(self, state_dict={}):
-            return _tiny_clip_target()
-
-    return TinySD15
-
-
 def tiny_unet(latent_channels: int = 4, model_channels: int = 32, seed: int = 0, prediction: str = "eps"):
     """A comfy.model_patcher.ModelPatcher (CPU) around a comfy.model_base.BaseModel whose UNetModel is a
-    two-level SD1.5 (see tiny_unet_config), cross-attending to tiny_clip's 64-wide output.
-    latent_channels 4: SD15 latent format; 16: SD3's (scale and shift, no extra keys).
-    prediction "eps" or "v" (V_PREDICTION), discrete 1000-step schedule."""
+    two-level SD1.5 (see tiny_unet_config), cross-attending to tiny_clip's 64-wide output, built by the
+    pack's own builder (nodes/small_models.py). latent_channels 4: SD15 latent format; 16: SD3's (scale
+    and shift, no extra keys). prediction "eps" or "v" (V_PREDICTION), discrete 1000-step schedule."""
     import comfy.latent_formats
-    import comfy.model_base
-    import comfy.model_patcher
+    from expanse.nodes import small_models
 
     formats = {4: comfy.latent_formats.SD15, 16: comfy.latent_formats.SD3}
     if latent_channels not in formats:
         raise ValueError(f"latent_channels must be 4 or 16, not {latent_channels}")
-    types = {"eps": comfy.model_base.ModelType.EPS, "v": comfy.model_base.ModelType.V_PREDICTION}
-    if prediction not in types:
+    if prediction not in small_models.PREDICTIONS:
         raise ValueError(f"prediction must be 'eps' or 'v', not {prediction!r}")
-
-    config_class = _tiny_model_config_class()
-    config = config_class(tiny_unet_config(latent_channels, model_channels))
-    config.latent_format = formats[latent_channels]()
-    config.prediction = types[prediction]
+    config = dict(tiny_unet_config(latent_channels, model_channels), num_heads=-1, num_head_channels=32)
     cpu = torch.device("cpu")
-    model = config.get_model({}, device=cpu)
-    model.diffusion_model.load_state_dict(_seeded_module_state_dict(model.diffusion_model, seed), strict=True)
-    model.eval()
-    return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
-
-
-def _tiny_clip_target():
-    import comfy.sd1_clip
-    import comfy.supported_models_base
-
-    class TinyClipL(comfy.sd1_clip.SDClipModel):
-        def __init__(self, device="cpu", dtype=None, model_options={}):
-            super().__init__(device=device, dtype=dtype, model_options=model_options, return_projected_pooled=False,
-                             textmodel_json_config=dict(TINY_CLIP_CONFIG))
-
-    class TinySD1ClipModel(comfy.sd1_clip.SD1ClipModel):
-        def __init__(self, device="cpu", dtype=None, model_options={}, **kwargs):
-            super().__init__(device=device, dtype=dtype, model_options=model_options, clip_model=TinyClipL, **kwargs)
-
-    return comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, TinySD1ClipModel)
+    patcher = small_models.unet_patcher(config, formats[latent_channels](), prediction, device=cpu)
+    unet = patcher.model.diffusion_model
+    unet.load_state_dict(_seeded_module_state_dict(unet, seed), strict=True)
+    return patcher
 
 
 def tiny_clip(seed: int = 0):
     """A comfy.sd.CLIP (CPU, float32) as an SD1.5 checkpoint gives: ComfyUI's SD1 tokenizer (bundled,
     offline) and its CLIP text transformer cut to TINY_CLIP_CONFIG (width 64, 2 layers, 2 heads).
     CLIPTextEncode gives conditioning of shape (1, 77, 64) and a 64-wide pooled output."""
-    import comfy.sd
+    from expanse.nodes import small_models
 
-    cpu = torch.device("cpu")
-    clip = comfy.sd.CLIP(_tiny_clip_target(), model_options={"load_device": cpu, "offload_device": cpu,
-                                                             "initial_device": cpu, "dtype": torch.float32})
+    clip = small_models.text_encoder(TINY_CLIP_CONFIG, device=torch.device("cpu"))
     model = clip.cond_stage_model
     model.load_state_dict(_seeded_module_state_dict(model, seed), strict=True)
     return clip
