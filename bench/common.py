@@ -1,0 +1,108 @@
+"""What every Expanse benchmark shares: the host, the machine description, fresh-process workers
+with peak-memory measurement, and writing results (JSON, CSV, Markdown) to bench/results/."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pathlib
+import platform
+import resource
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT / "tests"))  # host.py and tiny_models.py, shared with the tests
+
+
+def start_host():
+    """ComfyUI in this process with the pack loaded; on a GPU machine ComfyUI may use the GPU."""
+    import conftest  # noqa: F401  (puts scripts/ on sys.path and registers the pack as `expanse`)
+    import host
+
+    return host.start_in_process(cpu=not _cuda_available())
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = platform.processor()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
+    info = {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(mem_gib, 1), "torch": torch.__version__,
+            "python": platform.python_version(), "device": "cpu"}
+    if torch.cuda.is_available():
+        info["device"] = torch.cuda.get_device_name(0)
+    return info
+
+
+class PeakRSS:
+    """Peak resident memory of this process; a watchdog ends the process (exit code 3) before it
+    takes the machine down, so a baseline that does not fit is reported as such."""
+
+    def __init__(self, limit_bytes: int):
+        self.limit = limit_bytes
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self):
+        page = os.sysconf("SC_PAGE_SIZE")
+        while True:
+            with open("/proc/self/statm") as f:
+                rss = int(f.read().split()[1]) * page
+            if rss > self.limit:
+                sys.stderr.write(f"memory watchdog: RSS {rss / 2**30:.1f} GiB over the limit\n")
+                os._exit(3)
+            time.sleep(0.05)
+
+    @staticmethod
+    def peak_bytes() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_worker(script: pathlib.Path, args: list[str], timeout: float) -> dict:
+    """Runs `script --worker args...` in a fresh process; returns the JSON it prints last."""
+    proc = subprocess.run([sys.executable, str(script), "--worker", *args], capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode == 3:
+        return {"status": "out of memory"}
+    if proc.returncode != 0:
+        return {"status": f"failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def write_results(name: str, rows: list[dict], columns: list[str], header: str, notes: list[str]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    stamp = time.strftime("%Y-%m-%d")
+    (RESULTS / f"{name}.json").write_text(json.dumps({"machine": info, "date": stamp, "rows": rows}, indent=2))
+    with open(RESULTS / f"{name}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    lines = [f"### {header}", "",
+             f"Machine: {info['cpu']}, {info['cores']} cores, {info['ram_gib']} GiB RAM, device {info['device']}, "
+             f"torch {info['torch']}; {stamp}.", "",
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
+    lines += [""] + [f"- {n}" for n in notes]
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
