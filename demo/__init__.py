@@ -1,0 +1,1 @@
+"""Procedural training data for the small latent diffusion demo model."""
