@@ -68,9 +68,9 @@ def _run(node: str, program: Program, x: torch.Tensor, sink, *, vae, tile: int, 
             dtype = torch.float32
 
 
-def _check_batch(node: str, name: str, t: torch.Tensor) -> None:
+def _check_batch(node: str, name: str, t: torch.Tensor, item: str) -> None:
     if t.shape[0] == 0:
-        raise ValueError(f"{node}: {name} is an empty batch; connect at least one {name.rstrip('s')}")
+        raise ValueError(f"{node}: {name} is an empty batch; connect at least one {item}")
 
 
 class TiledVAEDecode(io.ComfyNode):
@@ -106,7 +106,7 @@ class TiledVAEDecode(io.ComfyNode):
         node = "TiledVAEDecode"
         vae.throw_exception_if_invalid()
         z = samples["samples"]
-        _check_batch(node, "samples", z)
+        _check_batch(node, "samples", z, "latent")
         if z.ndim != 4:
             raise ValueError(f"{node}: samples has {z.ndim - 2} spatial dimensions (a video latent?); "
                              "this node decodes images: use ComfyUI's VAE Decode (Tiled) for video")
@@ -167,7 +167,7 @@ class TiledVAEEncode(io.ComfyNode):
     def execute(cls, pixels, vae, tile_size=0, mode="exact", padding=64) -> io.NodeOutput:
         node = "TiledVAEEncode"
         vae.throw_exception_if_invalid()
-        _check_batch(node, "pixels", pixels)
+        _check_batch(node, "pixels", pixels, "image")
         pixels = vae.vae_encode_crop_pixels(pixels)
         ratio = vae.spacial_compression_encode()
         if pixels.shape[1] < ratio or pixels.shape[2] < ratio:
@@ -177,8 +177,8 @@ class TiledVAEEncode(io.ComfyNode):
         except UnsupportedVAE as e:
             log.warning("TiledVAEEncode: this VAE's architecture is not one the exact tiled path understands (%s); "
                         "falling back to ComfyUI's own tiled encode", e)
-            return io.NodeOutput({"samples": vae.encode_tiled(pixels[..., :3], tile_x=max(tile_size or 512, 64),
-                                                              tile_y=max(tile_size or 512, 64),
+            tile = max(tile_size or 512, 64)
+            return io.NodeOutput({"samples": vae.encode_tiled(pixels[..., :3], tile_x=tile, tile_y=tile,
                                                               overlap=max(ratio, padding))})
         tile = _resolve_tile(node, program, tile_size, vae)
         x = vae.process_input(pixels[..., :3].movedim(-1, 1))

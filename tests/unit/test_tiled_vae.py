@@ -26,24 +26,21 @@ class Collector:
         self.writes[b, box.y0:box.y1, box.x0:box.x1] += 1
 
 
-def decode(model, z, **kw):
-    prog = compile_decoder(model)
-    b, _, h, w = z.shape
-    oh, ow = prog.out_size(h, w)
-    sink = Collector(b, prog.out_channels, oh, ow)
-    fast = kw.pop("fast", False)
-    (run_fast if fast else run_exact)(prog, z, sink, device=torch.device("cpu"), dtype=torch.float32, **kw)
-    return sink
-
-
-def encode(model, x, **kw):
-    prog = compile_encoder(model)
+def run(prog, x, fast=False, **kw):
+    """Runs a compiled program over x into a Collector sized for its output."""
     b, _, h, w = x.shape
     oh, ow = prog.out_size(h, w)
     sink = Collector(b, prog.out_channels, oh, ow)
-    fast = kw.pop("fast", False)
     (run_fast if fast else run_exact)(prog, x, sink, device=torch.device("cpu"), dtype=torch.float32, **kw)
     return sink
+
+
+def decode(model, z, **kw):
+    return run(compile_decoder(model), z, **kw)
+
+
+def encode(model, x, **kw):
+    return run(compile_encoder(model), x, **kw)
 
 
 LAYOUTS = {
