@@ -132,6 +132,13 @@ def _out_length(length: int, conv: Conv, upsample: bool, before: int, after: int
     return (virtual + before + after - conv.kernel) // conv.stride + 1
 
 
+def _out_size(p: ConvPass, height: int, width: int) -> tuple[int, int]:
+    """A convolution pass's output size for an input of height x width."""
+    top, bottom, left, right = p.conv.padding
+    return (_out_length(height, p.conv, p.upsample, top, bottom),
+            _out_length(width, p.conv, p.upsample, left, right))
+
+
 def _pass_tile(program: Program, index: int, tile_px: int | None) -> int:
     """The tile side on pass `index`'s output grid for a tile of `tile_px` pixels (None: whole image)."""
     if tile_px is None:
@@ -146,9 +153,6 @@ class _Runner:
         self.device, self.dtype, self.park_device = device, dtype, park_device
         self.tile_px = tile_px
         self.frozen, self.record, self.tick = frozen, record, tick
-
-    def _tile(self, index: int) -> int:
-        return _pass_tile(self.program, index, self.tile_px)
 
     def _affine(self, index: int, norm: Norm, src: _Parked):
         if self.frozen is not None:
@@ -167,8 +171,7 @@ class _Runner:
         buffers = {self.program.input: _Parked.of(x.to(self.park_device))}
         last = len(self.program.passes) - 1
         for index, p in enumerate(self.program.passes):
-            final = index == last
-            out_sink = sink if final else None
+            out_sink = sink if index == last else None
             if isinstance(p, ConvPass):
                 dst = self._conv_pass(index, p, buffers, out_sink)
             else:
@@ -193,15 +196,14 @@ class _Runner:
     def _conv_pass(self, index: int, p: ConvPass, buffers: dict[str, _Parked], sink) -> _Parked | None:
         src = buffers[p.src]
         _, height, width = src.data.shape
-        top, bottom, left, right = p.conv.padding
-        out_h = _out_length(height, p.conv, p.upsample, top, bottom)
-        out_w = _out_length(width, p.conv, p.upsample, left, right)
+        top, _, left, _ = p.conv.padding
+        out_h, out_w = _out_size(p, height, width)
         dst = None if sink else _Parked.empty(p.out_channels, out_h, out_w, device=self.park_device, dtype=self.dtype)
         conv = _DeviceConv.of(p.conv, self.device, self.dtype)
         shortcut = _DeviceConv.of(p.shortcut, self.device, self.dtype) if p.shortcut is not None else None
         affine = self._affine(index, p.norm, src) if p.norm is not None else None
         residual = buffers[p.residual] if p.residual is not None else None
-        tile = self._tile(index)
+        tile = _pass_tile(self.program, index, self.tile_px)
         for box in grid(out_h, out_w, tile, tile):
             sy0, sy1, cy, zt, zb = _axis_window(box.y0, box.y1, height, p.upsample, p.conv.stride, p.conv.kernel, top)
             sx0, sx1, cx, zl, zr = _axis_window(box.x0, box.x1, width, p.upsample, p.conv.stride, p.conv.kernel, left)
@@ -232,7 +234,7 @@ class _Runner:
         q, k, v, proj = (_DeviceConv.of(c, self.device, self.dtype) for c in (p.q, p.k, p.v, p.proj))
         keys = torch.empty(k.weight.shape[0], height, width, device=self.device, dtype=self.dtype)
         values = torch.empty(v.weight.shape[0], height, width, device=self.device, dtype=self.dtype)
-        tile = self._tile(index)
+        tile = _pass_tile(self.program, index, self.tile_px)
         boxes = list(grid(height, width, tile, tile))
         for box in boxes:
             h = torch.addcmul(shift, self._load(src.data[:, box.y0:box.y1, box.x0:box.x1]), scale)
@@ -265,9 +267,7 @@ def steps_per_sample(program: Program, height: int, width: int, tile_px: int, fa
     h, w = height, width
     for index, p in enumerate(program.passes):
         if isinstance(p, ConvPass):
-            top, bottom, left, right = p.conv.padding
-            h = _out_length(h, p.conv, p.upsample, top, bottom)
-            w = _out_length(w, p.conv, p.upsample, left, right)
+            h, w = _out_size(p, h, w)
         tile = _pass_tile(program, index, tile_px)
         total += grid_count(h, w, tile, tile) * (2 if isinstance(p, AttentionPass) else 1)
     return total
