@@ -1,9 +1,10 @@
 """The ComfyUI adapters: read inputs, call core/, return outputs."""
 from comfy_api.latest import ComfyExtension, io
 
+from .tiled_diffusion import TiledDiffusion
 from .tiled_vae import TiledVAEDecode, TiledVAEEncode
 
 
 class ExpanseExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [TiledVAEEncode, TiledVAEDecode]
+        return [TiledVAEEncode, TiledVAEDecode, TiledDiffusion]

@@ -10,6 +10,7 @@ import main_job
 PACK_NODES = {
     "TiledVAEEncode": {"pixels", "vae", "tile_size", "mode", "padding"},
     "TiledVAEDecode": {"samples", "vae", "tile_size", "mode", "padding"},
+    "TiledDiffusion": {"model", "method", "tile_width", "tile_height", "overlap", "tile_batch_size", "seed"},
 }
 
 
