@@ -1,10 +1,12 @@
 """The ComfyUI adapters: read inputs, call core/, return outputs."""
 from comfy_api.latest import ComfyExtension, io
 
+from .latent_upscale import LatentUpscaleAdvanced
+from .progressive_grow import ProgressiveGrowSampler
 from .tiled_diffusion import TiledDiffusion
 from .tiled_vae import TiledVAEDecode, TiledVAEEncode
 
 
 class ExpanseExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [TiledVAEEncode, TiledVAEDecode, TiledDiffusion]
+        return [TiledVAEEncode, TiledVAEDecode, TiledDiffusion, LatentUpscaleAdvanced, ProgressiveGrowSampler]

@@ -11,6 +11,10 @@ PACK_NODES = {
     "TiledVAEEncode": {"pixels", "vae", "tile_size", "mode", "padding"},
     "TiledVAEDecode": {"samples", "vae", "tile_size", "mode", "padding"},
     "TiledDiffusion": {"model", "method", "tile_width", "tile_height", "overlap", "tile_batch_size", "seed"},
+    "LatentUpscaleAdvanced": {"samples", "method", "scale_by", "width", "height", "antialias"},
+    "ProgressiveGrowSampler": {"model", "positive", "negative", "latent_image", "seed", "steps", "cfg", "sampler_name",
+                               "scheduler", "min_scale", "max_scale", "stages", "spacing", "refine", "denoise_second",
+                               "denoise_last", "refine_steps", "upscale_method", "stage_noise"},
 }
 
 

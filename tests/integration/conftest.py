@@ -2,6 +2,7 @@ import pathlib
 import sys
 
 import pytest
+import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # tests/: host, tiny_models
 
@@ -15,6 +16,22 @@ def comfy_nodes():
 
 
 @pytest.fixture(scope="session")
+def nodes(comfy_nodes):
+    """NODE_CLASS_MAPPINGS of the in-process host: ComfyUI's nodes and ours."""
+    return comfy_nodes.NODE_CLASS_MAPPINGS
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Ops on the tiny models take microseconds; with two threads on a busy 2-core machine each op
+    waits ~30 ms at OpenMP barriers, which turns a 3-step KSampler into seconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
 def node(comfy_nodes):
     """node("KSampler") -> the registered class, ours or ComfyUI's."""
     return lambda name: comfy_nodes.NODE_CLASS_MAPPINGS[name]
@@ -25,3 +42,21 @@ def tiny_vae(comfy_nodes):
     import tiny_models
 
     return tiny_models.tiny_vae()
+
+
+@pytest.fixture(scope="session")
+def conds(nodes):
+    """(positive, negative) CONDITIONING from the tiny CLIP through ComfyUI's CLIPTextEncode."""
+    import tiny_models
+
+    clip = tiny_models.tiny_clip()
+    encode = nodes["CLIPTextEncode"]()
+    return encode.encode(clip, "a lake under a night sky")[0], encode.encode(clip, "")[0]
+
+
+@pytest.fixture(scope="session")
+def unet(comfy_nodes):
+    """The tiny SD1.5-layout UNet (tiny_models.tiny_unet), as a ModelPatcher."""
+    import tiny_models
+
+    return tiny_models.tiny_unet()

@@ -4,8 +4,7 @@ import logging
 import pytest
 import torch
 
-import host  # tests/ is on sys.path through tests/integration/conftest.py
-import tiny_models
+import tiny_models  # tests/ is on sys.path through tests/integration/conftest.py
 from expanse.core import tiled_diffusion as td
 
 torch.set_grad_enabled(False)
@@ -15,17 +14,7 @@ TILE_PX, OVERLAP_PX = 128, 32
 SAMPLERS = ["euler", "euler_ancestral", "dpmpp_2m", "dpmpp_sde", "uni_pc"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops: a second thread only waits at OpenMP barriers
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def nodes():
-    return host.start_in_process().NODE_CLASS_MAPPINGS
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def wrappers_of(model, kind: str) -> list:
@@ -33,18 +22,6 @@ def wrappers_of(model, kind: str) -> list:
     from expanse.nodes.tiled_diffusion import WRAPPER_KEY
 
     return model.get_wrappers(getattr(comfy.patcher_extension.WrappersMP, kind), WRAPPER_KEY)
-
-
-@pytest.fixture(scope="module")
-def conds(nodes):
-    clip = tiny_models.tiny_clip()
-    encode = nodes["CLIPTextEncode"]()
-    return encode.encode(clip, "a lake under a night sky")[0], encode.encode(clip, "")[0]
-
-
-@pytest.fixture(scope="module")
-def unet():
-    return tiny_models.tiny_unet()
 
 
 def pointwise_model(unet):

@@ -2,25 +2,12 @@
 import pytest
 import torch
 
-import host  # tests/ is on sys.path through tests/integration/conftest.py
-import tiny_models
+import tiny_models  # tests/ is on sys.path through tests/integration/conftest.py
 
 torch.set_grad_enabled(False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Ops on these models take microseconds; with two threads on a busy 2-core machine each op waits
-    ~30 ms at OpenMP barriers, which turns a 3-step KSampler into seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def nodes():
-    return host.start_in_process().NODE_CLASS_MAPPINGS
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
