@@ -1,0 +1,127 @@
+"""core.chess_redraw: passes, regions, paste masks and seam patches."""
+import pytest
+import torch
+
+from expanse.core import chess_redraw as cr
+from expanse.core.tiling import Box
+
+CANVASES = [(64, 64, 16, 16), (70, 45, 16, 12), (32, 100, 32, 24)]
+
+
+def touches(a: Box, b: Box) -> bool:
+    """Sharing an edge or a corner."""
+    return a.y0 <= b.y1 and b.y0 <= a.y1 and a.x0 <= b.x1 and b.x0 <= a.x1
+
+
+@pytest.mark.parametrize("h,w,th,tw", CANVASES)
+def test_chess_passes_never_hold_two_neighbours(h, w, th, tw):
+    passes = cr.redraw_passes(h, w, th, tw, padding=4, feather=2, order=cr.CHESS)
+    assert len(passes) == 2
+    for patches in passes:
+        for i, a in enumerate(patches):
+            for b in patches[i + 1:]:
+                edge = (a.target.y0 < b.target.y1 and b.target.y0 < a.target.y1) or \
+                       (a.target.x0 < b.target.x1 and b.target.x0 < a.target.x1)
+                assert not (touches(a.target, b.target) and edge), (a.key, b.key)
+
+
+@pytest.mark.parametrize("order", [cr.CHESS, cr.LINEAR])
+@pytest.mark.parametrize("h,w,th,tw", CANVASES)
+def test_every_pixel_is_redrawn_once_and_regions_batch(order, h, w, th, tw):
+    passes = cr.redraw_passes(h, w, th, tw, padding=4, feather=3, order=order)
+    owners = torch.zeros(h, w, dtype=torch.int64)
+    shapes = set()
+    for patches in passes:
+        for p in patches:
+            owners[p.target.y0:p.target.y1, p.target.x0:p.target.x1] += 1
+            shapes.add((p.region.height, p.region.width))
+            assert p.region.y0 <= p.target.y0 and p.target.y1 <= p.region.y1
+            assert p.region.x0 <= p.target.x0 and p.target.x1 <= p.region.x1
+            assert 0 <= p.region.y0 and p.region.y1 <= h and 0 <= p.region.x0 and p.region.x1 <= w
+            assert p.mask.shape == (p.region.height, p.region.width)
+    assert torch.all(owners == 1), "the tiles partition the canvas"
+    assert len(shapes) == 1, "one region shape: every pass batches"
+
+
+def test_paste_masks_are_one_on_the_tile_and_fade_into_the_context():
+    patches = cr.redraw_passes(64, 64, 16, 16, padding=8, feather=4, order=cr.CHESS)[0]
+    p = next(p for p in patches if p.key[1:] == (2, 2))  # an inner tile
+    t = p.target.relative_to(p.region)
+    assert torch.all(p.mask[t.y0:t.y1, t.x0:t.x1] == 1)
+    row = p.mask[(t.y0 + t.y1) // 2]
+    left = row[t.x0 - 4:t.x0]
+    assert torch.all(left[1:] > left[:-1]) and 0 < left[0] < 1, "a rising ramp into the tile"
+    assert torch.all(row[:t.x0 - 4] == 0), "context beyond the feather is kept"
+
+
+def test_pasted_weights_sum_to_one_and_each_tile_keeps_its_own_middle():
+    """Paste every patch's one-hot "result" (a channel per patch, plus one for the original canvas)
+    through its mask, pass after pass: the weights at each pixel must sum to one, nothing of the
+    original may survive, and each tile's middle (beyond the neighbours' feathers) is its own."""
+    h = w = 64
+    feather = 4
+    passes = cr.redraw_passes(h, w, 16, 16, padding=8, feather=feather, order=cr.CHESS)
+    patches = [p for pass_ in passes for p in pass_]
+    canvas = torch.zeros(1, len(patches) + 1, h, w)
+    canvas[:, -1] = 1  # the original picture
+    for k, p in enumerate(patches):
+        result = torch.zeros(1, len(patches) + 1, p.region.height, p.region.width)
+        result[:, k] = 1
+        cr.paste(canvas, p, result)
+    torch.testing.assert_close(canvas.sum(dim=1), torch.ones(1, h, w))
+    assert canvas[:, -1].max() == 0, "every pixel redrawn"
+    for k, p in enumerate(patches):
+        t = p.target
+        middle = canvas[0, k, t.y0 + feather:t.y1 - feather, t.x0 + feather:t.x1 - feather]
+        assert torch.all(middle == 1), p.key
+
+
+def test_paste_touches_the_region_only():
+    canvas = torch.zeros(1, 4, 32, 32)
+    patch = cr.redraw_passes(32, 32, 16, 16, padding=4, feather=2, order=cr.LINEAR)[0][0]
+    cr.paste(canvas, patch, torch.ones(1, 4, patch.region.height, patch.region.width))
+    outside = torch.ones(32, 32, dtype=torch.bool)
+    outside[patch.region.y0:patch.region.y1, patch.region.x0:patch.region.x1] = False
+    assert canvas[..., outside].abs().sum() == 0
+    t = patch.target
+    assert torch.all(canvas[..., t.y0:t.y1, t.x0:t.x1] == 1)
+
+
+@pytest.mark.parametrize("mode", [m for m in cr.SEAM_MODES if m != cr.SEAMS_NONE])
+@pytest.mark.parametrize("h,w,th,tw", CANVASES)
+def test_seam_patches_cover_every_seam_and_batch(mode, h, w, th, tw):
+    grid = cr.tile_grid(h, w, th, tw)
+    passes = cr.seam_passes(h, w, th, tw, mode, band=8, feather=2)
+    weight = torch.zeros(h, w)
+    for patches in passes:
+        assert len({(p.region.height, p.region.width) for p in patches}) == 1
+        for p in patches:
+            b = p.region
+            weight[b.y0:b.y1, b.x0:b.x1] += p.mask
+    # every pixel on both sides of every border gets a positive weight
+    for row in grid:
+        for box in row:
+            if box.x0 > 0:
+                assert torch.all(weight[box.y0:box.y1, box.x0 - 1:box.x0 + 1] > 0), ("vertical", box)
+            if box.y0 > 0:
+                assert torch.all(weight[box.y0 - 1:box.y0 + 1, box.x0:box.x1] > 0), ("horizontal", box)
+
+
+def test_no_seams_for_one_tile_or_mode_none():
+    assert cr.seam_passes(16, 16, 16, 16, cr.SEAMS_BAND, 8, 2) == []
+    assert cr.seam_passes(64, 64, 16, 16, cr.SEAMS_NONE, 8, 2) == []
+    assert cr.redraw_passes(64, 64, 16, 16, 4, 2, cr.NO_REDRAW) == []
+
+
+def test_patch_seeds_depend_on_place_and_seed_only():
+    assert cr.patch_seed(1, ("redraw0", 2, 3)) == cr.patch_seed(1, ("redraw0", 2, 3))
+    seeds = {cr.patch_seed(1, ("redraw0", r, c)) for r in range(8) for c in range(8)}
+    assert len(seeds) == 64
+    assert cr.patch_seed(2, ("redraw0", 2, 3)) != cr.patch_seed(1, ("redraw0", 2, 3))
+
+
+def test_bad_modes_are_named():
+    with pytest.raises(ValueError, match="order"):
+        cr.redraw_passes(64, 64, 16, 16, 4, 2, "spiral")
+    with pytest.raises(ValueError, match="seam mode"):
+        cr.seam_passes(64, 64, 16, 16, "zigzag", 8, 2)
