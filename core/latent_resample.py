@@ -215,20 +215,24 @@ def _direction(v: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
 # ---- lanczos -------------------------------------------------------------------------------
 
 def _lanczos(x: torch.Tensor, height: int, width: int, antialias: bool) -> torch.Tensor:
+    # Gathering each output's few taps costs O(output x taps): a dense matrix would cost
+    # O(output x input) per row, far too much for the latent of a gigapixel picture.
     if width != x.shape[-1]:
-        x = x @ lanczos_matrix(x.shape[-1], width, antialias=antialias, dtype=x.dtype, device=x.device).T
+        x = _lanczos_last_dim(x, width, antialias)
     if height != x.shape[-2]:
-        x = lanczos_matrix(x.shape[-2], height, antialias=antialias, dtype=x.dtype, device=x.device) @ x
-    return x
+        x = _lanczos_last_dim(x.transpose(-1, -2), height, antialias).transpose(-1, -2)
+    return x.contiguous()
 
 
-def lanczos_matrix(size_in: int, size_out: int, *, antialias: bool = True, lobes: int = LANCZOS_LOBES,
-                   dtype=torch.float32, device=None) -> torch.Tensor:
-    """The (size_out, size_in) Lanczos resampling matrix: row i holds the weights of the input
-    pixels that make output pixel i, summing to 1. Taps past the edge land on the edge pixel
-    (replicate). The identity when the sizes match."""
-    if size_in == size_out:
-        return torch.eye(size_in, dtype=dtype, device=device)
+def _lanczos_last_dim(x: torch.Tensor, size: int, antialias: bool) -> torch.Tensor:
+    index, weight = _lanczos_taps(x.shape[-1], size, antialias=antialias, lobes=LANCZOS_LOBES)
+    taps = x.index_select(-1, index.flatten().to(x.device)).unflatten(-1, index.shape)
+    return (taps * weight.to(x.device, x.dtype)).sum(dim=-1)
+
+
+def _lanczos_taps(size_in: int, size_out: int, *, antialias: bool, lobes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each output pixel, the input pixels it reads (out, taps) and their weights, summing to
+    1 per row. Taps past the edge land on the edge pixel (replicate)."""
     # Shrinking, the kernel is stretched over `stretch` input pixels per lobe so it averages
     # what it skips instead of aliasing.
     stretch = max(size_in / size_out, 1.0) if antialias else 1.0
@@ -237,9 +241,20 @@ def lanczos_matrix(size_in: int, size_out: int, *, antialias: bool = True, lobes
     offsets = torch.arange(-math.ceil(support), math.ceil(support) + 1, dtype=torch.float64)
     taps = centre.floor()[:, None] + offsets[None, :]  # (out, taps), may fall outside the input
     weights = _lanczos_kernel((taps - centre[:, None]) / stretch, lobes)
+    weights /= weights.sum(dim=1, keepdim=True)
+    return taps.long().clamp(0, size_in - 1), weights
+
+
+def lanczos_matrix(size_in: int, size_out: int, *, antialias: bool = True, lobes: int = LANCZOS_LOBES,
+                   dtype=torch.float32, device=None) -> torch.Tensor:
+    """The (size_out, size_in) Lanczos resampling matrix (what `resample` applies, tap by tap):
+    row i holds the weights of the input pixels that make output pixel i, summing to 1. The
+    identity when the sizes match."""
+    if size_in == size_out:
+        return torch.eye(size_in, dtype=dtype, device=device)
+    index, weight = _lanczos_taps(size_in, size_out, antialias=antialias, lobes=lobes)
     matrix = torch.zeros(size_out, size_in, dtype=torch.float64)
-    matrix.scatter_add_(1, taps.long().clamp(0, size_in - 1), weights)
-    matrix /= matrix.sum(dim=1, keepdim=True)
+    matrix.scatter_add_(1, index, weight)
     return matrix.to(dtype=dtype, device=device)
 
 
