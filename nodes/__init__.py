@@ -1,6 +1,7 @@
 """The ComfyUI adapters: read inputs, call core/, return outputs."""
 from comfy_api.latest import ComfyExtension, io
 
+from .chess_redraw import ChessTileRedraw
 from .latent_upscale import LatentUpscaleAdvanced
 from .progressive_grow import ProgressiveGrowSampler
 from .tiled_diffusion import TiledDiffusion
@@ -9,4 +10,5 @@ from .tiled_vae import TiledVAEDecode, TiledVAEEncode
 
 class ExpanseExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [TiledVAEEncode, TiledVAEDecode, TiledDiffusion, LatentUpscaleAdvanced, ProgressiveGrowSampler]
+        return [TiledVAEEncode, TiledVAEDecode, TiledDiffusion, LatentUpscaleAdvanced, ProgressiveGrowSampler,
+                ChessTileRedraw]

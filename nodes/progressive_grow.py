@@ -8,14 +8,13 @@ from __future__ import annotations
 import torch
 import comfy.model_management
 import comfy.sample
-import comfy.samplers
 import comfy.utils
 import latent_preview
 from comfy_api.latest import io
 
 from ..core import latent_resample as lr
 from ..core import progressive
-from .host import CATEGORY
+from .host import CATEGORY, sampling_inputs
 from .latent_upscale import resize_latent
 from .tiled_diffusion import model_geometry
 
@@ -80,15 +79,8 @@ class ProgressiveGrowSampler(io.ComfyNode):
                 io.Conditioning.Input("negative", tooltip="What to avoid."),
                 io.Latent.Input("latent_image", tooltip="Its size is the final size (e.g. Empty Latent Image at "
                                                         "2048x2048). A noise_mask on it is kept at every stage."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed of the first stage; each later stage uses seed + its index."),
-                io.Int.Input("steps", default=20, min=1, max=10000, tooltip="Steps of the first, small stage."),
-                io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1, round=0.01,
-                               tooltip="Classifier-free guidance scale, as in KSampler."),
-                io.Combo.Input("sampler_name", options=list(comfy.samplers.KSampler.SAMPLERS), default="euler",
-                               tooltip="Any of ComfyUI's samplers, ancestral and SDE ones included."),
-                io.Combo.Input("scheduler", options=list(comfy.samplers.KSampler.SCHEDULERS), default="normal",
-                               tooltip="Any of ComfyUI's schedulers."),
+                *sampling_inputs("Seed of the first stage; each later stage uses seed + its index.",
+                                 "Steps of the first, small stage."),
                 io.Float.Input("min_scale", default=0.25, min=0.05, max=1.0, step=0.05,
                                tooltip="Size of the first stage as a fraction of the final size. Pick it so the "
                                        "first stage is near the model's training size (512 px for SD1.5)."),

@@ -13,7 +13,10 @@ builds conds that:
   misses;
 - keep cond and uncond batchable together, as ComfyUI batches them.
 
-TiledDiffusion and ChessTileRedraw both use it.
+TiledDiffusion uses it on the conds a sampler has already prepared for the canvas (TileConds);
+ChessTileRedraw, which runs a sampler per batch of regions, on the CONDITIONING the user wired
+(ConditioningTiles): the same cutting, plus fitting masks and percentage areas to the canvas
+first, as ComfyUI's sampler would.
 """
 from __future__ import annotations
 
@@ -45,15 +48,22 @@ def stack_tiles(t: torch.Tensor, boxes: Sequence[Box], batch: int, scale: int = 
 
 
 class _Cond:
-    """One of ComfyUI's cond dicts, prepared once per step for cutting into tiles."""
+    """One of ComfyUI's cond dicts, prepared once per step for cutting into tiles. raw: a dict of
+    the user's CONDITIONING (masks at any resolution, percentage areas, spatial values such as an
+    inpainting model's concat_latent_image at the top level) rather than a sampler's prepared one."""
 
-    def __init__(self, cond: dict, height: int, width: int, shift: tuple[int, int], device):
-        self.cond = cond
+    def __init__(self, cond: dict, height: int, width: int, shift: tuple[int, int], device, raw: bool = False):
+        self.cond = _fit_to_canvas(cond, height, width) if raw else cond
         self.shift = shift
-        self.weight = self._canvas_weight(cond, height, width, device)
+        self.weight = self._canvas_weight(self.cond, height, width, device)
         self.model_conds = {}
-        for name, value in cond.get("model_conds", {}).items():
+        for name, value in self.cond.get("model_conds", {}).items():
             self.model_conds[name] = _spatial_model_cond(value, height, width, shift)
+        self.values = {}
+        if raw:
+            for name, value in self.cond.items():
+                if name not in ("mask", "control"):
+                    self.values[name] = _spatial_value(value, height, width, shift)
 
     def _canvas_weight(self, cond: dict, height: int, width: int, device) -> torch.Tensor | None:
         """The cond's (Bm, H, W) weight on the rolled canvas, strength apart; None for a cond that
@@ -97,9 +107,48 @@ class _Cond:
                 if spatial is not None:
                     model_conds[name] = spatial(boxes, batch)
             out["model_conds"] = model_conds
+        for name, cut in self.values.items():
+            if cut is not None:
+                out[name] = cut(boxes, batch)
         if out.get("control") is not None:
             out["control"] = controls.for_tiles(out["control"], boxes, batch)
         return out
+
+
+def _fit_to_canvas(cond: dict, height: int, width: int) -> dict:
+    """A user's cond as ComfyUI's sampler would fit it to a height x width latent: percentage areas
+    in latent px, masks resized (bilinear), set_area_to_bounds left to the cutting (which gives
+    each tile the area of the mask within it)."""
+    out = dict(cond)
+    area = out.get("area")
+    if area is not None and area[0] == "percentage":
+        h, w, y, x = _area_2d(area[1:])
+        out["area"] = (max(1, round(h * height)), max(1, round(w * width)), round(y * height), round(x * width))
+    if isinstance(out.get("mask"), torch.Tensor):
+        mask = out["mask"].float()
+        mask = mask.reshape(-1, *mask.shape[-2:])
+        if mask.shape[-2:] != (height, width):
+            mask = torch.nn.functional.interpolate(mask.unsqueeze(1), size=(height, width), mode="bilinear").squeeze(1)
+        out["mask"] = mask
+    out.pop("set_area_to_bounds", None)
+    return out
+
+
+def _spatial_value(value, height: int, width: int, shift: tuple[int, int]):
+    """For a raw cond value laid out on the canvas (a tensor, or a list holding such tensors), a
+    function cutting it for a batch of tiles; None for anything else."""
+    if isinstance(value, torch.Tensor):
+        scale = spatial_scale(value, height, width) if value.ndim >= 4 else None
+        if scale is None:
+            return None
+        rolled = roll(value, shift, scale=scale)
+        return lambda boxes, batch: stack_tiles(rolled, boxes, batch, scale)
+    if isinstance(value, list) and any(isinstance(v, torch.Tensor) and v.ndim >= 4 for v in value):
+        cuts = [_spatial_value(v, height, width, shift) for v in value]
+        if not any(cuts):
+            return None
+        return lambda boxes, batch: [cut(boxes, batch) if cut else v for v, cut in zip(value, cuts)]
+    return None
 
 
 def _area_2d(area) -> list[int]:
@@ -185,9 +234,12 @@ class ControlCache:
 class TileConds:
     """All conds of one model evaluation (cond, uncond, ...) prepared for cutting into tiles."""
 
+    raw = False
+
     def __init__(self, conds: list[list[dict] | None], height: int, width: int, shift: tuple[int, int],
                  controls: ControlCache, device=None):
-        self.lists = [None if c is None else [_Cond(d, height, width, shift, device) for d in c] for c in conds]
+        self.lists = [None if c is None else [_Cond(d, height, width, shift, device, self.raw) for d in c]
+                      for c in conds]
         self.controls = controls
         controls.begin_step(height, width, shift)
 
@@ -195,12 +247,31 @@ class TileConds:
         """Tiles with equal signatures can share a batch."""
         return tuple(None if c is None else tuple(d.signature(box) for d in c) for c in self.lists)
 
-    def for_tiles(self, boxes: Sequence[Box], batch: int) -> list[list[dict] | None]:
+    def _cut(self, boxes: Sequence[Box], batch: int) -> list[list[tuple[int, dict]] | None]:
+        """Per list, (position in the list, cut dict) of each cond that meets these tiles."""
         signature = self.signature(boxes[0])
         out = []
         for conds, signs in zip(self.lists, signature):
             if conds is None:
                 out.append(None)
                 continue
-            out.append([d.for_tiles(boxes, batch, s, self.controls) for d, s in zip(conds, signs) if s != SKIP])
+            out.append([(i, d.for_tiles(boxes, batch, s, self.controls))
+                        for i, (d, s) in enumerate(zip(conds, signs)) if s != SKIP])
         return out
+
+    def for_tiles(self, boxes: Sequence[Box], batch: int) -> list[list[dict] | None]:
+        return [None if cut is None else [d for _, d in cut] for cut in self._cut(boxes, batch)]
+
+
+class ConditioningTiles(TileConds):
+    """The user's CONDITIONING lists ([[embedding, dict], ...], positive, negative, ...) cut for
+    batches of tiles of a height x width latent canvas, to hand a sampler run over those tiles."""
+
+    raw = True
+
+    def __init__(self, conditionings: list[list], height: int, width: int, controls: ControlCache, device=None):
+        self.embeddings = [[pair[0] for pair in c] for c in conditionings]
+        super().__init__([[pair[1] for pair in c] for c in conditionings], height, width, (0, 0), controls, device)
+
+    def for_tiles(self, boxes: Sequence[Box], batch: int) -> list[list]:
+        return [[[embeddings[i], d] for i, d in cut] for embeddings, cut in zip(self.embeddings, self._cut(boxes, batch))]

@@ -136,3 +136,34 @@ def tiny_clip(seed: int = 0):
     model = clip.cond_stage_model
     model.load_state_dict(_seeded_module_state_dict(model, seed), strict=True)
     return clip
+
+
+class HintRecorder(torch.nn.Module):
+    """A ControlNet model (for comfy.controlnet.ControlNet) that records the hint each call
+    receives and adds nothing: tests read what each tile was shown."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.hints = []
+
+    @property
+    def dtype(self):
+        return torch.float32
+
+    def forward(self, x, hint, timesteps, context, **kwargs):
+        assert hint.shape[0] == x.shape[0] and hint.shape[-2:] == tuple(8 * s for s in x.shape[-2:])
+        self.hints.append(hint.clone())
+        return {"input": [], "middle": [], "output": []}
+
+
+def recording_controlnet(recorder: HintRecorder):
+    import comfy.controlnet
+
+    return comfy.controlnet.ControlNet(recorder, load_device=torch.device("cpu"))
+
+
+def hint_image(height: int, width: int, seed: int) -> torch.Tensor:
+    """A (1, height, width, 3) IMAGE of noise: every crop of it is unique."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, height, width, 3, generator=g)

@@ -15,6 +15,10 @@ PACK_NODES = {
     "ProgressiveGrowSampler": {"model", "positive", "negative", "latent_image", "seed", "steps", "cfg", "sampler_name",
                                "scheduler", "min_scale", "max_scale", "stages", "spacing", "refine", "denoise_second",
                                "denoise_last", "refine_steps", "upscale_method", "stage_noise"},
+    "ChessTileRedraw": {"model", "positive", "negative", "vae", "upscale_by", "seed", "steps", "cfg", "sampler_name",
+                        "scheduler", "denoise", "tile_width", "tile_height", "padding", "mask_feather",
+                        "tile_batch_size", "redraw_order", "seam_fix", "seam_fix_denoise", "seam_fix_width",
+                        "seam_fix_feather"},
 }
 
 

@@ -109,38 +109,13 @@ def test_tile_batch_size_does_not_change_the_result(nodes, unet, conds):
     assert not torch.allclose(one, untiled, atol=1e-3), "the real UNet sees tiles, not the canvas"
 
 
-class HintRecorder(torch.nn.Module):
-    """A ControlNet model that records the hint each call receives and adds nothing."""
-
-    def __init__(self):
-        super().__init__()
-        self.anchor = torch.nn.Parameter(torch.zeros(1))
-        self.hints = []
-
-    @property
-    def dtype(self):
-        return torch.float32
-
-    def forward(self, x, hint, timesteps, context, **kwargs):
-        assert hint.shape[0] == x.shape[0] and hint.shape[-2:] == tuple(8 * s for s in x.shape[-2:])
-        self.hints.append(hint.clone())
-        return {"input": [], "middle": [], "output": []}
-
-
-def hint_image(seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(1, LATENT_H * 8, LATENT_W * 8, 3, generator=g)
-
-
 def test_controlnet_hints_are_cropped_to_each_tile_through_a_chain(nodes, unet, conds):
-    import comfy.controlnet
-
-    recorders = [HintRecorder(), HintRecorder()]
-    images = [hint_image(1), hint_image(2)]
+    recorders = [tiny_models.HintRecorder(), tiny_models.HintRecorder()]
+    images = [tiny_models.hint_image(LATENT_H * 8, LATENT_W * 8, 1), tiny_models.hint_image(LATENT_H * 8, LATENT_W * 8, 2)]
     positive, negative = conds
     apply = nodes["ControlNetApplyAdvanced"]()
     for recorder, image in zip(recorders, images):
-        control = comfy.controlnet.ControlNet(recorder, load_device=torch.device("cpu"))
+        control = tiny_models.recording_controlnet(recorder)
         positive, negative = apply.apply_controlnet(positive, negative, control, image, 1.0, 0.0, 1.0)
     ksample(nodes, tiled(nodes, unet, td.MULTIDIFFUSION, batch=2), (positive, negative), steps=2)
 

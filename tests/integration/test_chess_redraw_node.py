@@ -1,0 +1,137 @@
+"""ChessTileRedraw in the real ComfyUI host with the tiny UNet, CLIP and VAE."""
+import pytest
+import torch
+
+import tiny_models  # tests/ is on sys.path through tests/integration/conftest.py
+from expanse.core import chess_redraw as cr
+from expanse.core import latent_resample as lr
+
+torch.set_grad_enabled(False)
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+SIZE = 256  # the picture's side before the 2x upscale
+TILE = 128
+
+
+@pytest.fixture(scope="module")
+def vae():
+    return tiny_models.tiny_vae()
+
+
+@pytest.fixture(scope="module")
+def picture():
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, SIZE), torch.linspace(0, 1, SIZE), indexing="ij")
+    rgb = torch.stack([0.2 + 0.6 * yy, 0.5 + 0.4 * torch.sin(6 * xx), 0.8 - 0.5 * yy * xx], dim=-1)
+    return rgb.unsqueeze(0)
+
+
+def redraw(nodes, unet, conds, vae, picture, **kwargs):
+    settings = dict(upscale_by=2.0, seed=3, steps=2, cfg=3.0, denoise=0.4, tile_width=TILE, tile_height=TILE,
+                    padding=32, mask_feather=16, tile_batch_size=4, seam_fix_width=32, seam_fix_feather=8)
+    settings.update(kwargs)
+    positive, negative = conds
+    image = settings.pop("image", picture)
+    return nodes["ChessTileRedraw"].execute(unet, positive, negative, vae, image=image, **settings).result
+
+
+def plain_upscale(nodes, vae, picture):
+    big = lr.resample(picture.movedim(-1, 1), 2 * SIZE, 2 * SIZE, "lanczos").clamp(0, 1).movedim(1, -1)
+    return nodes["VAEEncode"]().encode(vae, big)[0]["samples"]
+
+
+@pytest.mark.parametrize("order", cr.ORDERS)
+def test_each_redraw_order_upscales_2x(nodes, unet, conds, vae, picture, order):
+    image, latent = redraw(nodes, unet, conds, vae, picture, redraw_order=order)
+    assert image.shape == (1, 2 * SIZE, 2 * SIZE, 3) and torch.isfinite(image).all()
+    assert latent["samples"].shape == (1, 4, 2 * SIZE // 8, 2 * SIZE // 8)
+    upscaled = plain_upscale(nodes, vae, picture)
+    changed = (latent["samples"] - upscaled).abs().mean(dim=1)[0]
+    if order == cr.NO_REDRAW:
+        assert changed.max() < 1e-3, "no redraw, no seam fix: the encoded upscale itself"
+    else:
+        grid = cr.tile_grid(*changed.shape, TILE // 8, TILE // 8)
+        for row in grid:  # every tile was redrawn
+            for box in row:
+                assert changed[box.y0:box.y1, box.x0:box.x1].mean() > 1e-3, box
+
+
+@pytest.mark.parametrize("mode", [m for m in cr.SEAM_MODES if m != cr.SEAMS_NONE])
+def test_each_seam_fix_mode_redraws_the_borders(nodes, unet, conds, vae, picture, mode):
+    _, before = redraw(nodes, unet, conds, vae, picture, redraw_order=cr.NO_REDRAW)
+    _, after = redraw(nodes, unet, conds, vae, picture, redraw_order=cr.NO_REDRAW, seam_fix=mode)
+    changed = (after["samples"] - before["samples"]).abs().mean(dim=1)[0]
+    border = TILE // 8  # the vertical border between the first two tile columns
+    assert changed[:, border - 1:border + 1].mean() > 1e-3
+    if mode == cr.SEAMS_BAND:  # 32 px bands: 2 latent px either side of each border
+        inner = changed[3:border - 3, 3:border - 3]
+        assert inner.max() < 1e-6, "a tile's middle is left alone"
+
+
+def test_same_seed_same_result_whatever_the_batch_size(nodes, unet, conds, vae, picture):
+    _, one = redraw(nodes, unet, conds, vae, picture, tile_batch_size=1, seam_fix=cr.SEAMS_HALF_TILE)
+    _, four = redraw(nodes, unet, conds, vae, picture, tile_batch_size=4, seam_fix=cr.SEAMS_HALF_TILE)
+    _, again = redraw(nodes, unet, conds, vae, picture, tile_batch_size=4, seam_fix=cr.SEAMS_HALF_TILE)
+    assert torch.equal(four["samples"], again["samples"])
+    # equal up to float rounding: batched matrix products round differently from single ones
+    torch.testing.assert_close(one["samples"], four["samples"], rtol=1e-3, atol=1e-3)
+    _, other = redraw(nodes, unet, conds, vae, picture, seed=4)
+    assert not torch.allclose(other["samples"], four["samples"], atol=1e-3)
+
+
+def test_controlnet_hints_reach_each_region_cropped(nodes, unet, conds, vae, picture):
+    recorder = tiny_models.HintRecorder()
+    hint = tiny_models.hint_image(2 * SIZE, 2 * SIZE, 5)
+    positive, negative = nodes["ControlNetApplyAdvanced"]().apply_controlnet(
+        *conds, tiny_models.recording_controlnet(recorder), hint, 1.0, 0.0, 1.0)
+    redraw(nodes, unet, (positive, negative), vae, picture, steps=1, seam_fix=cr.SEAMS_BAND)
+    latent_side = 2 * SIZE // 8
+    patches = [p for pass_ in cr.redraw_passes(latent_side, latent_side, TILE // 8, TILE // 8, 4, 2, cr.CHESS)
+               + cr.seam_passes(latent_side, latent_side, TILE // 8, TILE // 8, cr.SEAMS_BAND, 4, 1) for p in pass_]
+    canvas = hint.movedim(-1, 1)
+    crops = {p.region: canvas[..., p.region.y0 * 8:p.region.y1 * 8, p.region.x0 * 8:p.region.x1 * 8] for p in patches}
+    seen = set()
+    for batch in recorder.hints:
+        for one in batch:
+            match = [r for r, c in crops.items() if c.shape[-2:] == one.shape[-2:] and torch.equal(one, c[0])]
+            assert match, "each region is shown its own part of the hint"
+            seen.add(match[0])
+    assert seen == set(crops)
+
+
+def test_user_masks_and_percentage_areas_are_fitted_then_cut(nodes, conds):
+    from expanse.core.tiling import Box
+    from expanse.nodes.tile_conds import ConditioningTiles, ControlCache
+
+    positive, negative = conds
+    mask = torch.zeros(1, 64, 96)  # pixel-sized, as ConditioningSetMask receives it
+    mask[:, 8:40, 24:72] = 1
+    masked = nodes["ConditioningSetMask"]().append(positive, mask, "default", 0.7)[0]
+    area = nodes["ConditioningSetAreaPercentage"]().append(positive, 0.5, 0.5, 0.25, 0.0, 1.0)[0]
+    tiles = ConditioningTiles([masked + area, negative], 8, 12, ControlCache())
+    fitted = torch.nn.functional.interpolate(mask.unsqueeze(1), size=(8, 12), mode="bilinear").squeeze(1) * 0.7
+    # ConditioningSetAreaPercentage(width .5, height .5, x .25, y 0) is (h 4, w 6, y 0, x 3) latent px here
+    first, second = Box(0, 4, 0, 6), Box(4, 8, 6, 12)
+    assert tiles.signature(first) != tiles.signature(second), "the area meets one tile only: no shared batch"
+    ((_, mask_cond), (_, area_cond)), negative_cut = tiles.for_tiles([first], 1)
+    torch.testing.assert_close(mask_cond["mask"], fitted[:, :4, :6])
+    assert "set_area_to_bounds" not in mask_cond and mask_cond["mask_strength"] == 1.0
+    assert list(area_cond["area"]) == [4, 3, 0, 3] and area_cond["mask"].shape == (1, 4, 6)
+    assert len(negative_cut) == 1
+    ((_, mask_cond),), _ = tiles.for_tiles([second], 1)
+    torch.testing.assert_close(mask_cond["mask"], fitted[:, 4:, 6:])
+
+
+def test_a_latent_input_chains_after_progressive_grow(nodes, unet, conds, vae):
+    positive, negative = conds
+    latent = {"samples": torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))}
+    image, out = nodes["ChessTileRedraw"].execute(unet, positive, negative, vae, latent=latent, tile_width=64,
+                                                  tile_height=64, padding=16, mask_feather=8, steps=2).result
+    assert out["samples"].shape == (1, 4, 32, 32) and image.shape == (1, 256, 256, 3)
+
+
+def test_bad_inputs_get_clear_messages(nodes, unet, conds, vae, picture):
+    positive, negative = conds
+    with pytest.raises(ValueError, match="connect an image or a latent"):
+        nodes["ChessTileRedraw"].execute(unet, positive, negative, vae)
+    with pytest.raises(ValueError, match="tile .* is larger than the upscaled picture"):
+        redraw(nodes, unet, conds, vae, picture, tile_width=2048, tile_height=2048)
