@@ -5,7 +5,8 @@
 - VAE reconstruction PSNR on held-out scenes at 256x256 (VAEEncode -> VAEDecode);
 - caption adherence: 100 held-out captions sampled at 256x256 with KSampler, each checked from
   the picture by demo.scenes.check_adherence (sky colour, dominant colours, stripe orientation);
-- a contact sheet of samples, demo/samples.png;
+- a contact sheet of samples, demo/samples.png, and a 2048x1024 panorama through TiledDiffusion,
+  demo/panorama.jpg;
 - demo/weights/evaluation.json with the numbers, and the reference statistics of one fixed-seed
   sample that the tests compare against (regenerate whenever the weights change).
 """
@@ -40,6 +41,23 @@ def sample(nodes, model, clip, vae, prompt, seed, *, negative="", steps=20, cfg=
     return nodes["VAEDecode"]().decode(vae, out)[0][0].numpy()
 
 
+# The panorama drawn through TiledDiffusion for the README and the example thumbnails.
+PANORAMA = {"prompt": "a sunset sky with a sun over mountains and a lake", "seed": 11, "width": 2048,
+            "height": 1024, "tile": 256, "overlap": 64, "method": "mixture_of_diffusers"}
+
+
+def panorama(nodes, model, clip, vae, prompt, seed):
+    """A canvas far wider and taller than the model was trained at: TiledDiffusion over 256 px tiles,
+    then the tiled VAE decode; (H, W, 3) numpy."""
+    tiled = nodes["TiledDiffusion"].execute(model, PANORAMA["method"], PANORAMA["tile"], PANORAMA["tile"],
+                                            PANORAMA["overlap"], 8, seed).result[0]
+    positive = nodes["CLIPTextEncode"]().encode(clip, prompt)[0]
+    negative = nodes["CLIPTextEncode"]().encode(clip, "")[0]
+    latent = nodes["EmptyLatentImage"]().generate(PANORAMA["width"], PANORAMA["height"], 1)[0]
+    out = nodes["KSampler"]().sample(tiled, seed, 20, 5.0, "euler", "normal", positive, negative, latent)[0]
+    return nodes["TiledVAEDecode"].execute(samples=out, vae=vae, tile_size=512).result[0][0].numpy()
+
+
 def image_stats(image: np.ndarray) -> dict:
     """The summary the regression test compares: per-channel mean and std, and the mean of each
     quadrant (a composition check)."""
@@ -56,6 +74,8 @@ def main() -> None:
     p.add_argument("--psnr-images", type=int, default=64)
     p.add_argument("--out", type=pathlib.Path, default=ROOT / "demo" / "weights" / "evaluation.json")
     p.add_argument("--sheet", type=pathlib.Path, default=ROOT / "demo" / "samples.png")
+    p.add_argument("--panorama", default=str(ROOT / "demo" / "panorama.jpg"),
+                   help="where to write the 2048x1024 TiledDiffusion panorama ('' to skip)")
     args = p.parse_args()
 
     import conftest  # noqa: F401  (registers the pack as `expanse`)
@@ -123,6 +143,12 @@ def main() -> None:
         draw.text((x + 3, y + cell + 14), caption[44:88], fill="black")
     board.save(args.sheet)
     print(f"wrote {args.sheet}")
+
+    if args.panorama:
+        started = time.monotonic()
+        picture = panorama(nodes, model, clip, vae, PANORAMA["prompt"], PANORAMA["seed"])
+        Image.fromarray((picture * 255).clip(0, 255).astype(np.uint8)).save(pathlib.Path(args.panorama), quality=90)
+        print(f"wrote {args.panorama} ({time.monotonic() - started:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 from comfy_api.latest import ComfyExtension, io
 
 from .chess_redraw import ChessTileRedraw
+from .demo_loader import DemoModelLoader
 from .latent_upscale import LatentUpscaleAdvanced
 from .progressive_grow import ProgressiveGrowSampler
 from .tiled_diffusion import TiledDiffusion
@@ -11,4 +12,4 @@ from .tiled_vae import TiledVAEDecode, TiledVAEEncode
 class ExpanseExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [TiledVAEEncode, TiledVAEDecode, TiledDiffusion, LatentUpscaleAdvanced, ProgressiveGrowSampler,
-                ChessTileRedraw]
+                ChessTileRedraw, DemoModelLoader]

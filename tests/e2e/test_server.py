@@ -1,6 +1,7 @@
 """The pack in a real ComfyUI server, driven only through its HTTP API."""
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -19,18 +20,20 @@ PACK_NODES = {
                         "scheduler", "denoise", "tile_width", "tile_height", "padding", "mask_feather",
                         "tile_batch_size", "redraw_order", "seam_fix", "seam_fix_denoise", "seam_fix_width",
                         "seam_fix_feather"},
+    "DemoModelLoader": {"weights"},
 }
+DEMO = {"class_type": "DemoModelLoader", "inputs": {"weights": "expanse-demo.safetensors"}}
 
 
-def roundtrip_prompt(image_name, vae_name, tile_size=64):
+def roundtrip_prompt(image_name, tile_size=64):
     return {
-        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": vae_name}},
+        "model": DEMO,
         "picture": {"class_type": "LoadImage", "inputs": {"image": image_name}},
         "encode": {"class_type": "TiledVAEEncode",
-                   "inputs": {"pixels": ["picture", 0], "vae": ["vae", 0], "tile_size": 64, "mode": "exact",
+                   "inputs": {"pixels": ["picture", 0], "vae": ["model", 2], "tile_size": 64, "mode": "exact",
                               "padding": 64}},
         "decode": {"class_type": "TiledVAEDecode",
-                   "inputs": {"samples": ["encode", 0], "vae": ["vae", 0], "tile_size": tile_size, "mode": "exact",
+                   "inputs": {"samples": ["encode", 0], "vae": ["model", 2], "tile_size": tile_size, "mode": "exact",
                               "padding": 96}},
         "save": {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": "e2e"}},
     }
@@ -38,9 +41,20 @@ def roundtrip_prompt(image_name, vae_name, tile_size=64):
 
 @pytest.fixture(scope="module")
 def uploaded(server, tmp_path_factory):
+    """A smooth gradient picture, uploaded through /upload/image."""
     path = tmp_path_factory.mktemp("pictures") / "picture.png"
-    main_job.draw_picture(path, 96)
-    return server.upload_image(path)
+    yy, xx = np.mgrid[0:96, 0:96] / 95.0
+    rgb = np.stack([0.2 + 0.6 * yy, 0.3 + 0.4 * xx, 0.8 - 0.5 * yy], axis=-1)
+    Image.fromarray((rgb * 255).astype(np.uint8)).save(path)
+    return server.upload_image(path), rgb
+
+
+def fetch(server, answer) -> np.ndarray:
+    entry = server.wait(answer["prompt_id"], timeout=600)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    images = server.images(entry)
+    assert len(images) == 1
+    return np.asarray(Image.open(io.BytesIO(images[0])).convert("RGB")) / 255.0
 
 
 def test_object_info_lists_every_pack_node_with_its_inputs(server):
@@ -57,32 +71,41 @@ def test_object_info_lists_every_pack_node_with_its_inputs(server):
             assert spec[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
 
 
-def test_a_graph_queued_through_the_api_writes_an_image(server, uploaded, vae_file):
-    status, answer = server.queue(roundtrip_prompt(uploaded, vae_file.name))
+def test_tiled_vae_roundtrip_through_the_api(server, uploaded):
+    name, rgb = uploaded
+    status, answer = server.queue(roundtrip_prompt(name))
     assert status == 200, answer
-    entry = server.wait(answer["prompt_id"], timeout=600)
-    assert entry["status"]["status_str"] == "success", entry["status"]
-    images = server.images(entry)
-    assert len(images) == 1
-    picture = Image.open(io.BytesIO(images[0]))
-    assert picture.size == (96, 96) and picture.mode == "RGB"
+    picture = fetch(server, answer)
+    assert picture.shape == (96, 96, 3)
+    # The demo VAE reconstructs a smooth gradient closely (PNG rounding included).
+    assert np.abs(picture - rgb).mean() < 0.05
 
 
-def test_invalid_input_is_refused_with_node_errors_naming_it(server, uploaded, vae_file):
-    status, answer = server.queue(roundtrip_prompt(uploaded, vae_file.name, tile_size=-8))
+def test_main_job_graph_draws_with_the_demo_model(server):
+    prompt = main_job.text_to_image_prompt(DEMO, "red and white horizontal stripes", 128, 128, steps=12, seed=3,
+                                           tile=64, prefix="e2e_txt2img")
+    status, answer = server.queue(prompt)
+    assert status == 200, answer
+    picture = fetch(server, answer)
+    assert picture.shape == (128, 128, 3)
+    assert picture.std() > 0.05  # a picture, not a flat field
+
+
+def test_invalid_input_is_refused_with_node_errors_naming_it(server, uploaded):
+    status, answer = server.queue(roundtrip_prompt(uploaded[0], tile_size=-8))
     assert status == 400
     errors = answer["node_errors"]["decode"]["errors"]
     assert any("tile_size" in (e.get("details", "") + str(e.get("extra_info", ""))) for e in errors), errors
     assert server.get("/system_stats")  # still serving
 
 
-def test_a_failing_node_reports_a_clear_message_and_the_server_carries_on(server, uploaded, vae_file):
-    status, answer = server.queue(roundtrip_prompt(uploaded, vae_file.name, tile_size=16))
+def test_a_failing_node_reports_a_clear_message_and_the_server_carries_on(server, uploaded):
+    status, answer = server.queue(roundtrip_prompt(uploaded[0], tile_size=16))
     assert status == 200
     entry = server.wait(answer["prompt_id"], timeout=600)
     assert entry["status"]["status_str"] == "error"
-    messages = str(entry["status"]["messages"])
-    assert "tile_size 16 is smaller than this VAE's minimum of 32 px" in messages
-    status, answer = server.queue(roundtrip_prompt(uploaded, vae_file.name))
+    assert "tile_size 16 is smaller than this VAE's minimum of 32 px" in str(entry["status"]["messages"])
+    status, answer = server.queue(roundtrip_prompt(uploaded[0]))
     assert status == 200
-    assert server.wait(answer["prompt_id"], timeout=600)["status"]["status_str"] == "success"
+    assert fetch(server, answer).shape == (96, 96, 3)
+
