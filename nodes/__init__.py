@@ -5,6 +5,7 @@ from .chess_redraw import ChessTileRedraw
 from .demo_loader import DemoModelLoader
 from .latent_upscale import LatentUpscaleAdvanced
 from .progressive_grow import ProgressiveGrowSampler
+from .region_prompt import RegionPrompt
 from .tiled_diffusion import TiledDiffusion
 from .tiled_vae import TiledVAEDecode, TiledVAEEncode
 
@@ -12,4 +13,4 @@ from .tiled_vae import TiledVAEDecode, TiledVAEEncode
 class ExpanseExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [TiledVAEEncode, TiledVAEDecode, TiledDiffusion, LatentUpscaleAdvanced, ProgressiveGrowSampler,
-                ChessTileRedraw, DemoModelLoader]
+                ChessTileRedraw, RegionPrompt, DemoModelLoader]

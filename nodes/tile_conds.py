@@ -29,6 +29,7 @@ import comfy.utils
 
 from ..core.tiled_diffusion import area_mult, crop, nonzero_box, roll
 from ..core.tiling import Box
+from .region_prompt import REGION_KEY
 
 SKIP = "skip"  # the signature of a cond that misses a tile
 
@@ -53,7 +54,12 @@ class _Cond:
     inpainting model's concat_latent_image at the top level) rather than a sampler's prepared one."""
 
     def __init__(self, cond: dict, height: int, width: int, shift: tuple[int, int], device, raw: bool = False):
+        # A raw cond is sampled on the tiles as if each were a canvas of its own: RegionPrompt's
+        # whole-canvas compositing data would be misread there, and its averaging mask (cut
+        # below like any mask) already draws the region.
         self.cond = _fit_to_canvas(cond, height, width) if raw else cond
+        if raw:
+            self.cond.pop(REGION_KEY, None)
         self.shift = shift
         self.weight = self._canvas_weight(self.cond, height, width, device)
         self.model_conds = {}

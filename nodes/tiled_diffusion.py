@@ -4,7 +4,9 @@ The patch sits on a clone of the model as keyed wrappers (comfy.patcher_extensio
 with every sampler and with other packs' patches:
 - CALC_COND_BATCH: where ComfyUI evaluates the model for cond and uncond on the whole canvas, we
   evaluate it on batches of tiles (cond and uncond still batched together) and fuse the results;
-  CFG, post-CFG patches and the sampler itself see one canvas, as without us;
+  CFG, post-CFG patches and the sampler itself see one canvas, as without us. RegionPrompt
+  foregrounds are evaluated as lists of their own and blended over their list's result (also when
+  the canvas fits in one tile);
 - PREPARE_SAMPLING: ComfyUI sizes the model's memory for the whole canvas; the tiles need far less;
 - OUTER_SAMPLE: per-run state (tile copies of ControlNets) starts and ends with each run.
 """
@@ -20,6 +22,7 @@ from comfy_api.latest import io
 
 from ..core import tiled_diffusion as td
 from .host import CATEGORY
+from .region_prompt import ForegroundRegions
 from .tile_conds import ControlCache, TileConds
 
 log = logging.getLogger("expanse")
@@ -85,6 +88,13 @@ class TiledDiffusionPatch:
         return executor(model, noise_shape, *args, **kwargs)
 
     def calc_cond_batch(self, executor, model, conds, x_in, timestep, model_options):
+        foregrounds = ForegroundRegions(conds) if x_in.ndim == 4 else None
+        if not foregrounds:
+            return self._calc_tiled(executor, model, conds, x_in, timestep, model_options)
+        outputs = self._calc_tiled(executor, model, foregrounds.evaluation_lists(), x_in, timestep, model_options)
+        return foregrounds.composite(outputs, *x_in.shape[-2:])
+
+    def _calc_tiled(self, executor, model, conds, x_in, timestep, model_options):
         if x_in.ndim != 4 or not self.tiles_needed(x_in.shape[-2], x_in.shape[-1]):
             if x_in.ndim == 4 and not self._said_untiled:
                 log.info("TiledDiffusion: the %dx%d latent fits in one %dx%d tile; sampling it untiled",

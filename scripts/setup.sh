@@ -20,7 +20,7 @@ COMFY_REQUIREMENTS="torchsde einops transformers tokenizers sentencepiece safete
   pyyaml Pillow scipy tqdm psutil alembic SQLAlchemy av kornia spandrel pydantic pydantic-settings
   requests comfyui-frontend-package==1.32.9 comfyui-workflow-templates==0.7.25
   comfyui-embedded-docs==0.3.1"
-TEST_REQUIREMENTS="pytest==9.0.3 numpy"
+TEST_REQUIREMENTS="pytest==9.0.3 numpy playwright==1.65.2"
 
 say() { printf '[setup] %s\n' "$*"; }
 
@@ -44,6 +44,22 @@ PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 step torch "$TORCH_PINS" "${PIP[@]}" $TORCH_PINS
 step comfy-requirements "$COMFY_REQUIREMENTS" "${PIP[@]}" $COMFY_REQUIREMENTS
 step test-requirements "$TEST_REQUIREMENTS" "${PIP[@]}" $TEST_REQUIREMENTS
+
+# The browser tests (tests/e2e/test_region_editor.py) drive Debian's Chromium through Playwright;
+# `playwright install` is never run (it downloads a browser build from outside the package index).
+install_chromium() {
+  [[ -x /usr/bin/chromium ]] && return 0
+  if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null; then
+    say "warning: /usr/bin/chromium is missing; as root on Debian: apt-get install -y chromium" \
+        "(or set EXPANSE_SKIP_BROWSER=1 to skip the browser tests)"
+    return 0
+  fi
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+}
+# A stamp alone would outlive a removed browser, so the step reruns whenever it is missing.
+if [[ ! -x /usr/bin/chromium ]]; then rm -f "$STAMPS/chromium"; fi
+step chromium "/usr/bin/chromium" install_chromium
 
 unpack_bundled_comfyui() {
   local tmp; tmp="$(mktemp -d)"

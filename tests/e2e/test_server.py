@@ -1,5 +1,6 @@
 """The pack in a real ComfyUI server, driven only through its HTTP API."""
 import io
+import json
 
 import numpy as np
 import pytest
@@ -20,6 +21,8 @@ PACK_NODES = {
                         "scheduler", "denoise", "tile_width", "tile_height", "padding", "mask_feather",
                         "tile_batch_size", "redraw_order", "seam_fix", "seam_fix_denoise", "seam_fix_width",
                         "seam_fix_feather"},
+    "RegionPrompt": {"conditioning", "region_conditioning", "x", "y", "width", "height", "type", "feather", "strength",
+                     "canvas_width", "canvas_height"},
     "DemoModelLoader": {"weights"},
 }
 DEMO = {"class_type": "DemoModelLoader", "inputs": {"weights": "expanse-demo.safetensors"}}
@@ -109,3 +112,29 @@ def test_a_failing_node_reports_a_clear_message_and_the_server_carries_on(server
     assert status == 200
     assert fetch(server, answer).shape == (96, 96, 3)
 
+
+def region_prompt(x=0.5, width=0.5, diffusion_tile=64):
+    """The main-job graph with a red-checks foreground over the right half of a blue-sky canvas."""
+    graph = main_job.text_to_image_prompt(DEMO, "a day sky with clouds", 128, 128, steps=12, seed=5, tile=64,
+                                          diffusion_tile=diffusion_tile, prefix="e2e_region")
+    graph["region_text"] = {"class_type": "CLIPTextEncode",
+                            "inputs": {"clip": ["model", 1], "text": "red and yellow checks"}}
+    graph["region"] = {"class_type": "RegionPrompt",
+                       "inputs": {"conditioning": ["positive", 0], "region_conditioning": ["region_text", 0],
+                                  "x": x, "y": 0.0, "width": width, "height": 1.0, "type": "foreground",
+                                  "feather": 0.1, "strength": 1.0, "canvas_width": 128, "canvas_height": 128}}
+    graph["sample"]["inputs"]["positive"] = ["region", 0]
+    return graph
+
+
+def test_region_prompt_draws_its_half_through_the_api(server):
+    picture = fetch(server, server.queue(region_prompt())[1])
+    left, right = picture[:, :56], picture[:, 72:]
+    redness = lambda part: float((part[..., 0] - part[..., 2]).mean())  # noqa: E731
+    assert redness(right) > redness(left) + 0.2, (redness(left), redness(right))
+
+
+def test_region_outside_the_canvas_is_refused_naming_it(server):
+    status, answer = server.queue(region_prompt(x=0.8, width=0.5))
+    assert status == 400
+    assert "x + width" in json.dumps(answer["node_errors"]["region"]), answer

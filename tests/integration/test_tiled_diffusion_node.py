@@ -24,22 +24,6 @@ def wrappers_of(model, kind: str) -> list:
     return model.get_wrappers(getattr(comfy.patcher_extension.WrappersMP, kind), WRAPPER_KEY)
 
 
-def pointwise_model(unet):
-    """The tiny model with its UNet replaced, through ComfyUI's DIFFUSION_MODEL wrapper, by a
-    function of each latent pixel and the prompt: tiling must then reproduce the untiled canvas
-    exactly, through ComfyUI's real sampling, CFG and conditioning code."""
-    import comfy.patcher_extension
-
-    model = unet.clone()
-
-    def pointwise(executor, x, timesteps, context=None, *args, **kwargs):
-        prompt = context.mean(dim=(1, 2)).view(-1, 1, 1, 1)
-        return 0.5 * torch.tanh(x) + 0.3 * prompt * x + 0.05 * timesteps.view(-1, 1, 1, 1) / 1000
-
-    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test.pointwise", pointwise)
-    return model
-
-
 def tiled(nodes, model, method, tile_px=TILE_PX, overlap_px=OVERLAP_PX, batch=3, seed=0):
     return nodes["TiledDiffusion"].execute(model, method, tile_px, tile_px, overlap_px, batch, seed).result[0]
 
@@ -53,7 +37,7 @@ def ksample(nodes, model, conds, *, sampler="euler", seed=1, steps=3, cfg=3.0, c
 
 @pytest.mark.parametrize("method", td.METHODS)
 def test_pointwise_model_tiled_equals_untiled(nodes, unet, conds, method):
-    model = pointwise_model(unet)
+    model = tiny_models.pointwise_model(unet)
     expected = ksample(nodes, model, conds)
     got = ksample(nodes, tiled(nodes, model, method), conds)
     assert got.shape == expected.shape == (1, 4, LATENT_H, LATENT_W)
@@ -74,7 +58,7 @@ def test_area_and_mask_conds_are_honoured_per_tile(nodes, unet, conds, method):
     masked = nodes["ConditioningSetMask"]().append(encode.encode(clip, "a forest")[0], mask, "default", 0.9)[0]
     combine = nodes["ConditioningCombine"]().combine
     regional = combine(combine(combine(positive, left)[0], corner)[0], masked)[0]
-    model = pointwise_model(unet)
+    model = tiny_models.pointwise_model(unet)
     expected = ksample(nodes, model, (regional, negative))
     assert not torch.allclose(expected, ksample(nodes, model, conds), atol=1e-3), "the regions must matter"
     got = ksample(nodes, tiled(nodes, model, method), (regional, negative))
@@ -82,7 +66,7 @@ def test_area_and_mask_conds_are_honoured_per_tile(nodes, unet, conds, method):
 
 
 def test_sixteen_channel_model(nodes, conds):
-    model = pointwise_model(tiny_models.tiny_unet(latent_channels=16))
+    model = tiny_models.pointwise_model(tiny_models.tiny_unet(latent_channels=16))
     expected = ksample(nodes, model, conds, channels=16)
     got = ksample(nodes, tiled(nodes, model, td.MIXTURE_OF_DIFFUSERS), conds, channels=16)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
