@@ -106,3 +106,72 @@ def write_results(name: str, rows: list[dict], columns: list[str], header: str, 
     lines += [""] + [f"- {n}" for n in notes]
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+# SD1.5's UNet layout (ComfyUI's unet_config for an SD1.5 checkpoint).
+SD15_UNET = {
+    "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 320,
+    "num_res_blocks": [2, 2, 2, 2], "channel_mult": [1, 2, 4, 4], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+    "transformer_depth_middle": 1, "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+    "use_spatial_transformer": True, "use_linear_in_transformer": False, "context_dim": 768, "legacy": False,
+    "adm_in_channels": None, "num_heads": 8, "num_head_channels": -1,
+    "use_temporal_attention": False, "use_temporal_resblock": False,
+}
+
+
+def sd15_model(device):
+    """A ModelPatcher around ComfyUI's UNetModel in SD1.5's layout with seeded random weights."""
+    import comfy.latent_formats
+
+    import tiny_models
+    from expanse.nodes import small_models
+
+    model = small_models.unet_patcher(dict(SD15_UNET), comfy.latent_formats.SD15(), "eps", device=device)
+    unet = model.model.diffusion_model
+    unet.load_state_dict(tiny_models._seeded_module_state_dict(unet, 0))
+    return model
+
+
+class ModelMeter:
+    """Counts and times the UNet's forward calls through ComfyUI's DIFFUSION_MODEL wrapper: calls,
+    evaluated latent area (samples x height x width) and seconds. skip_model: return zeros instead
+    of running the UNet, to count a schedule's evaluations at sizes too slow to run."""
+
+    def __init__(self, model, skip_model: bool = False):
+        import comfy.patcher_extension
+
+        self.calls, self.area, self.seconds = 0, 0, 0.0
+        self.skip_model = skip_model
+        model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "bench.meter", self._wrap)
+
+    def reset(self) -> None:
+        self.calls, self.area, self.seconds = 0, 0, 0.0
+
+    def _wrap(self, executor, x, *args, **kwargs):
+        import torch
+
+        cuda = x.is_cuda
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = torch.zeros_like(x[:, :4]) if self.skip_model else executor(x, *args, **kwargs)
+        if cuda:
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        self.area += x.shape[0] * x.shape[-2] * x.shape[-1]
+        return out
+
+
+def timed(fn, *args, **kwargs) -> float:
+    """Seconds fn(*args, **kwargs) takes, the device synchronised on both sides."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn(*args, **kwargs)
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start

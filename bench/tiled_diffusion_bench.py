@@ -17,82 +17,44 @@ import argparse
 import json
 import pathlib
 import sys
-import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 METHODS = ["untiled", "multidiffusion", "mixture_of_diffusers", "shifted"]
 
-SD15_UNET = {
-    "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 320,
-    "num_res_blocks": [2, 2, 2, 2], "channel_mult": [1, 2, 4, 4], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
-    "transformer_depth_middle": 1, "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
-    "use_spatial_transformer": True, "use_linear_in_transformer": False, "context_dim": 768, "legacy": False,
-    "adm_in_channels": None, "num_heads": 8, "num_head_channels": -1,
-    "use_temporal_attention": False, "use_temporal_resblock": False,
-}
-
 
 def worker(method: str, canvas: int, tile: int, overlap: int, batch: int, limit_gib: float) -> None:
     watchdog = common.PeakRSS(int(limit_gib * 2 ** 30))
     comfy_nodes = common.start_host()
     import torch
-    import comfy.latent_formats
-    import comfy.patcher_extension
-
-    import tiny_models
-    from expanse.nodes import small_models
 
     torch.set_grad_enabled(False)
     cuda = torch.cuda.is_available()
-    device = torch.device("cuda" if cuda else "cpu")
-    model = small_models.unet_patcher(dict(SD15_UNET), comfy.latent_formats.SD15(), "eps", device=device)
-    unet = model.model.diffusion_model
-    unet.load_state_dict(tiny_models._seeded_module_state_dict(unet, 0))
+    model = common.sd15_model(torch.device("cuda" if cuda else "cpu"))
     nodes = comfy_nodes.NODE_CLASS_MAPPINGS
-
-    model_seconds, calls, area = [0.0], [0], [0]
-
-    def timed(executor, x, *args, **kwargs):
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        out = executor(x, *args, **kwargs)
-        if cuda:
-            torch.cuda.synchronize()
-        model_seconds[0] += time.perf_counter() - start
-        calls[0] += 1
-        area[0] += x.shape[0] * x.shape[-2] * x.shape[-1]
-        return out
-
-    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "bench.timer", timed)
+    meter = common.ModelMeter(model)
     g = torch.Generator().manual_seed(0)
     context = torch.randn(1, 77, 768, generator=g)
     positive, negative = [[context, {}]], [[torch.zeros_like(context), {}]]
 
     def step(m, px: int) -> float:
         latent = {"samples": torch.zeros(1, 4, px // 8, px // 8)}
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        nodes["KSampler"]().sample(m, 0, 1, 5.0, "euler", "normal", positive, negative, latent, denoise=1.0)
-        if cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
+        return common.timed(nodes["KSampler"]().sample, m, 0, 1, 5.0, "euler", "normal", positive, negative,
+                            latent, denoise=1.0)
 
     step(model, 64)  # loads the model, warms the kernels
     one_tile = min(step(model, min(tile, canvas)) for _ in range(2))
     sampled = model if method == "untiled" else \
         nodes["TiledDiffusion"].execute(model, method, tile, tile, overlap, batch, 0).result[0]
-    model_seconds[0], calls[0], area[0] = 0.0, 0, 0
+    meter.reset()
     rss_before = watchdog.peak_bytes()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     seconds = step(sampled, canvas)
-    result = {"status": "ok", "seconds": seconds, "model_seconds": model_seconds[0], "model_calls": calls[0],
+    result = {"status": "ok", "seconds": seconds, "model_seconds": meter.seconds, "model_calls": meter.calls,
               # cond and uncond of one latent: two samples per position
-              "evaluated_area": area[0] / 2 / (canvas // 8) ** 2, "one_tile_seconds": one_tile,
+              "evaluated_area": meter.area / 2 / (canvas // 8) ** 2, "one_tile_seconds": one_tile,
               "peak_rss_gib": watchdog.peak_bytes() / 2 ** 30, "rss_before_gib": rss_before / 2 ** 30}
     if cuda:
         result["device_peak_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
