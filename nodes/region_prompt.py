@@ -142,7 +142,9 @@ class RegionPrompt(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, x=0.25, y=0.25, width=0.5, height=0.5, feather=0.2, **_):
+    def validate_inputs(cls, x=0.25, y=0.25, width=0.5, height=0.5, feather=0.2):
+        # No **kwargs: ComfyUI skips its own min/max check for every input this signature takes.
+        # Region.check covers the ranges of the five it names.
         numbers = (x, y, width, height, feather)
         if all(isinstance(v, (int, float)) for v in numbers):
             try:

@@ -139,6 +139,10 @@ METHOD_TOOLTIP = (
     "pass over the canvas, seams averaged away over the steps. Fastest; give it 20+ steps.")
 
 
+# Pixel ranges of the inputs validate_inputs checks itself.
+INPUT_RANGES = {"tile_width": (64, 16384), "tile_height": (64, 16384), "overlap": (0, 8192)}
+
+
 def _on_grid(name: str, value: int, grid: int) -> int:
     snapped = max(grid, round(value / grid) * grid)
     if snapped != value:
@@ -161,13 +165,16 @@ class TiledDiffusion(io.ComfyNode):
                 io.Model.Input("model", tooltip="The model to patch. The original is left unchanged."),
                 io.Combo.Input("method", options=list(td.METHODS), default=td.MULTIDIFFUSION,
                                tooltip=METHOD_TOOLTIP),
-                io.Int.Input("tile_width", default=768, min=64, max=16384, step=8,
+                io.Int.Input("tile_width", default=768, min=INPUT_RANGES["tile_width"][0],
+                             max=INPUT_RANGES["tile_width"][1], step=8,
                              tooltip="Tile width in pixels. Near the model's training size (512-768 for "
                                      "SD1.5, 1024 for SDXL): smaller tiles lose the composition, larger "
                                      "ones cost memory."),
-                io.Int.Input("tile_height", default=768, min=64, max=16384, step=8,
+                io.Int.Input("tile_height", default=768, min=INPUT_RANGES["tile_height"][0],
+                             max=INPUT_RANGES["tile_height"][1], step=8,
                              tooltip="Tile height in pixels; see tile_width."),
-                io.Int.Input("overlap", default=128, min=0, max=8192, step=8,
+                io.Int.Input("overlap", default=128, min=INPUT_RANGES["overlap"][0], max=INPUT_RANGES["overlap"][1],
+                             step=8,
                              tooltip="Pixels shared by neighbouring tiles (multidiffusion and "
                                      "mixture_of_diffusers). More overlap hides seams better and costs "
                                      "more tiles; 64-128 suits most pictures. Ignored by shifted."),
@@ -181,8 +188,15 @@ class TiledDiffusion(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, tile_width=768, tile_height=768, overlap=128, **_):
-        if isinstance(overlap, int) and isinstance(tile_width, int) and isinstance(tile_height, int):
+    def validate_inputs(cls, tile_width=768, tile_height=768, overlap=128):
+        # No **kwargs: ComfyUI skips its own min/max check for every input this signature takes,
+        # and checks it for the rest; the three named here are range-checked below.
+        numbers = {"tile_width": tile_width, "tile_height": tile_height, "overlap": overlap}
+        for name, value in numbers.items():
+            low, high = INPUT_RANGES[name]
+            if isinstance(value, int) and not low <= value <= high:
+                return f"{name} {value} is out of range; give {low} to {high} pixels"
+        if all(isinstance(v, int) for v in numbers.values()):
             if overlap >= min(tile_width, tile_height):
                 return (f"overlap ({overlap} px) must be smaller than the tile ({tile_width}x{tile_height} px); "
                         f"lower overlap or raise tile_width/tile_height")
