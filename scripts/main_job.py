@@ -1,19 +1,25 @@
-"""The main job: a real workflow through a real ComfyUI server, writing an image.
+"""The main job: the poster example workflow through a real ComfyUI server, writing an image.
 
-It starts ComfyUI with the pack and queues, through the HTTP API, a panorama:
-    DemoModelLoader (or CheckpointLoaderSimple) -> CLIPTextEncode -> EmptyLatentImage
-      -> TiledDiffusion (Mixture of Diffusers) -> KSampler -> TiledVAEDecode -> SaveImage
+It starts ComfyUI with the pack, opens example_workflows/poster_progressive_chess_redraw.json (the
+workflow a user loads from the template browser), converts it to the API format as the frontend
+does, and queues it through the HTTP API:
+    CheckpointLoaderSimple (or DemoModelLoader) -> CLIPTextEncode -> ProgressiveGrowSampler
+      -> ChessTileRedraw (the latent, 2x) -> TiledVAEDecode -> SaveImage
 printing progress, then writes the result to output/expanse_main.png.
 
-    EXPANSE_CHECKPOINT=/path/model.safetensors  your own SD1.x/SDXL checkpoint instead of the demo model
-    EXPANSE_PROMPT="..."                         what to draw (default: a sunset over mountains and a lake)
-    EXPANSE_WIDTH=1024 EXPANSE_HEIGHT=384        the picture's size in pixels
-    EXPANSE_TILE=256                             TiledDiffusion's tile (the demo model's training size;
-                                                 512-768 for an SD1.5 checkpoint)
-    EXPANSE_STEPS=20 EXPANSE_SEED=7              sampling steps and seed
+With no checkpoint of yours, the pack's demo model draws it with sizes, tiles and steps scaled
+down (as the end-to-end tests run every example workflow): a 512x768 poster in a few minutes on a
+CPU. With your SD1.5 checkpoint the workflow runs as saved: a 2048x3072 poster.
+
+    EXPANSE_CHECKPOINT=/path/model.safetensors  your own SD1.5 checkpoint instead of the demo model
+    EXPANSE_PROMPT="..."                         what to draw (default: the workflow's own prompt,
+                                                 or for the demo model one it knows)
+    EXPANSE_SCALE=4                              with the demo model: the poster's sizes divided by this
+    EXPANSE_SEED=2024                            the composition's seed
 """
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import sys
@@ -23,7 +29,7 @@ import uuid
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from comfy_server import ROOT, ComfyServer  # noqa: E402
 
-DEMO_PROMPT = "a sunset sky with a sun over mountains and a lake"
+WORKFLOW = "poster_progressive_chess_redraw"
 
 
 def model_nodes() -> tuple[dict, dict]:
@@ -65,19 +71,39 @@ def text_to_image_prompt(loader: dict, text: str, width: int, height: int, steps
     return graph
 
 
+def poster_prompt(object_info: dict, checkpoint: dict | None, text: str | None, scale: int, seed: int) -> dict:
+    """The poster workflow as the API prompt the frontend would queue, with the user's checkpoint
+    (CheckpointLoaderSimple inputs) or scaled down for the demo model."""
+    import workflows
+
+    defs = workflows.Definitions(object_info)
+    saved = json.loads((workflows.OUT_DIR / f"{WORKFLOW}.json").read_text())
+    prompt = workflows.ui_to_api(saved, defs)
+    if checkpoint is None:
+        prompt = workflows.for_demo(prompt, workflows.demo_settings(WORKFLOW, defs), scale=scale)
+    for node in prompt.values():
+        inputs, title = node["inputs"], node.get("_meta", {}).get("title")
+        if node["class_type"] == "CheckpointLoaderSimple" and checkpoint:
+            inputs.update(checkpoint)
+        if node["class_type"] == "CLIPTextEncode" and title == "Positive prompt" and text:
+            inputs["text"] = text
+        if node["class_type"] == "ProgressiveGrowSampler":
+            inputs["seed"] = seed
+        if node["class_type"] == "SaveImage":
+            inputs["filename_prefix"] = "expanse_main"
+    return prompt
+
+
 def main() -> int:
     env = os.environ.get
-    width, height = int(env("EXPANSE_WIDTH", "1024")), int(env("EXPANSE_HEIGHT", "384"))
-    diffusion_tile = int(env("EXPANSE_TILE", "256"))
-    steps, seed = int(env("EXPANSE_STEPS", "20")), int(env("EXPANSE_SEED", "7"))
-    text = env("EXPANSE_PROMPT", DEMO_PROMPT)
     loader, model_dirs = model_nodes()
+    checkpoint = loader["inputs"] if loader["class_type"] == "CheckpointLoaderSimple" else None
+    scale, seed = int(env("EXPANSE_SCALE", "4")), int(env("EXPANSE_SEED", "2024"))
     out_dir = ROOT / "output"
     out_dir.mkdir(exist_ok=True)
     with ComfyServer(workdir=ROOT / ".cache" / "main-job", model_dirs=model_dirs) as server:
         print(f"ComfyUI is up at {server.url} (log: {server.log_path})")
-        prompt = text_to_image_prompt(loader, text, width, height, steps, seed, tile=min(512, width, height),
-                                      diffusion_tile=diffusion_tile)
+        prompt = poster_prompt(server.get("/object_info"), checkpoint, env("EXPANSE_PROMPT"), scale, seed)
         client_id = uuid.uuid4().hex
         status, answer = server.queue(prompt, client_id)
         if status != 200:
@@ -85,15 +111,18 @@ def main() -> int:
             return 1
         started = time.monotonic()
         shown: dict[str, int] = {}
+        titles = {node_id: node.get("_meta", {}).get("title", node["class_type"]) for node_id, node in prompt.items()}
 
         def report(value, maximum, node):
             tenth = value * 10 // max(1, maximum)  # a line per node every tenth of its work
             if shown.get(node) != tenth:
                 shown[node] = tenth
-                print(f"  [{time.monotonic() - started:6.1f} s] {node}: {value}/{maximum}", flush=True)
+                print(f"  [{time.monotonic() - started:6.1f} s] {titles.get(node, node)}: {value}/{maximum}",
+                      flush=True)
 
-        print(f"queued {width}x{height} px, '{text}', with {loader['class_type']} -> TiledDiffusion "
-              f"({diffusion_tile} px tiles) -> KSampler -> TiledVAEDecode")
+        latent = next(n["inputs"] for n in prompt.values() if n["class_type"] == "EmptyLatentImage")
+        print(f"queued {WORKFLOW} with {loader['class_type']}: composed at {latent['width']}x{latent['height']} px "
+              f"by ProgressiveGrowSampler, then ChessTileRedraw 2x and TiledVAEDecode")
         entry = server.wait(answer["prompt_id"], on_progress=report, client_id=client_id)
         if entry["status"]["status_str"] != "success":
             print("the workflow failed:", entry["status"].get("messages"))
