@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
-pytestmark = pytest.mark.skipif(os.environ.get("EXPANSE_SKIP_BROWSER") == "1",
-                                reason="EXPANSE_SKIP_BROWSER=1: browser tests skipped on request")
+from frontend import frontend_page, skip_browser
 
-CHROMIUM = "/usr/bin/chromium"
+pytestmark = skip_browser
+
 ARTIFACTS = os.path.join(os.path.dirname(__file__), "artifacts")
 BOX = ("x", "y", "width", "height")
 # The editor snaps to the widgets' rounding grid (0.01 for this node, see quantumOf in the
@@ -35,27 +35,9 @@ window.__expanse = {
 
 
 @pytest.fixture(scope="module")
-def page(server, tmp_path_factory):
-    from playwright.sync_api import sync_playwright
-
-    # A fresh user directory would greet us with the template browser over the graph.
-    status, _ = server.post_json("/settings", {"Comfy.TutorialCompleted": True})
-    assert status == 200
-    problems = []  # console errors, page errors and failed requests, checked by the last test
-    with sync_playwright() as p:
-        # Debian's Chromium, never `playwright install`. As root it needs --no-sandbox.
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        pg = browser.new_page(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
-        pg.on("console", lambda m: m.type == "error" and problems.append(f"console: {m.text} @ {m.location}"))
-        pg.on("pageerror", lambda e: problems.append(f"pageerror: {e} {e.stack or ''}"))
-        pg.on("response", lambda r: r.status >= 400 and problems.append(f"http {r.status}: {r.url}"))
-        pg.goto(server.url)
-        pg.wait_for_function("!!(window.app?.graph && window.LiteGraph?.registered_node_types?.RegionPrompt)",
-                             timeout=60_000)
-        pg.evaluate(JS_HELPERS)
-        pg.problems = problems
+def page(server):
+    with frontend_page(server, 1280, 900, JS_HELPERS) as pg:  # pg.problems is checked by the last test
         yield pg
-        browser.close()
 
 
 @pytest.fixture(scope="module")

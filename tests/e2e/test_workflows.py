@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 import workflows as wf
-from comfy_server import ROOT, ComfyServer, comfy_dir
+from comfy_server import ROOT, comfy_dir
 
 WORKFLOW_DIR = ROOT / "example_workflows"
 WORKFLOW_FILES = sorted(WORKFLOW_DIR.glob("*.json"))
@@ -35,28 +35,8 @@ def pack_folder() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, monkeypatch_module):
-    """This module's own real server, with one CPU thread: on a machine whose cores are shared with
-    other jobs, torch's threads wait on each other and the many small runs here take 10-30x longer."""
-    monkeypatch_module.setenv("OMP_NUM_THREADS", "1")  # the server process inherits it
-    with ComfyServer(workdir=tmp_path_factory.mktemp("comfy-workflows")) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
-
-
-@pytest.fixture(scope="module")
-def object_info(server) -> dict:
-    return server.get("/object_info")
-
-
-@pytest.fixture(scope="module")
-def defs(object_info) -> wf.Definitions:
-    return wf.Definitions(object_info)
+def server(one_thread_server):
+    return one_thread_server  # many small runs: one CPU thread (conftest.one_thread_server)
 
 
 def load(path: pathlib.Path) -> dict:

@@ -13,13 +13,11 @@ import shutil
 import pytest
 
 import workflows as wf
-from comfy_server import ComfyServer
+from frontend import frontend_page, skip_browser
 from test_workflows import TEST_STEPS, WORKFLOW_FILES, pack_folder, run_scale
 
-pytestmark = pytest.mark.skipif(os.environ.get("EXPANSE_SKIP_BROWSER") == "1",
-                                reason="EXPANSE_SKIP_BROWSER=1: browser tests skipped on request")
+pytestmark = skip_browser
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = os.path.join(os.path.dirname(__file__), "artifacts")
 
 # Registered once in the page: the frontend hands afterConfigureGraph the node types it found
@@ -94,28 +92,8 @@ def region_box(ui: dict, node_id: int) -> dict:
 
 
 @pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, monkeypatch_module):
-    """This module's own real server, with one CPU thread (as test_workflows.py's: torch's threads
-    wait on each other on a machine whose cores are shared with other jobs)."""
-    monkeypatch_module.setenv("OMP_NUM_THREADS", "1")  # the server process inherits it
-    with ComfyServer(workdir=tmp_path_factory.mktemp("comfy-workflows-frontend")) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def object_info(server) -> dict:
-    return server.get("/object_info")
-
-
-@pytest.fixture(scope="module")
-def defs(object_info) -> wf.Definitions:
-    return wf.Definitions(object_info)
+def server(one_thread_server):
+    return one_thread_server  # as test_workflows.py: one CPU thread (conftest.one_thread_server)
 
 
 @pytest.fixture(scope="module")
@@ -130,26 +108,8 @@ def our_words(object_info) -> list[str]:
 
 @pytest.fixture(scope="module")
 def page(server):
-    from playwright.sync_api import sync_playwright
-
-    # A fresh user directory would greet us with the template browser over the graph.
-    status, _ = server.post_json("/settings", {"Comfy.TutorialCompleted": True})
-    assert status == 200
-    problems = []  # console errors, page errors and failed requests
-    with sync_playwright() as p:
-        # Debian's Chromium, never `playwright install`. As root it needs --no-sandbox.
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        pg = browser.new_page(viewport={"width": 1920, "height": 1080}, device_scale_factor=1)
-        pg.on("console", lambda m: m.type == "error" and problems.append(f"console: {m.text} @ {m.location}"))
-        pg.on("pageerror", lambda e: problems.append(f"pageerror: {e} {e.stack or ''}"))
-        pg.on("response", lambda r: r.status >= 400 and problems.append(f"http {r.status}: {r.url}"))
-        pg.goto(server.url)
-        pg.wait_for_function("!!(window.app?.graph && window.LiteGraph?.registered_node_types?.RegionPrompt)",
-                             timeout=60_000)
-        pg.evaluate(JS_SETUP)
-        pg.problems = problems
+    with frontend_page(server, 1920, 1080, JS_SETUP) as pg:
         yield pg
-        browser.close()
 
 
 def ours(problems: list[str], words: list[str], local: str) -> list[str]:
