@@ -74,10 +74,9 @@ class ForegroundRegions:
                     self.layers.append((index, alone))
                 else:
                     kept.append(cond)
-            if not kept and any(i == index for i, _ in self.layers):
-                log.warning("RegionPrompt: a conditioning holds foreground regions but no main prompt; the "
-                            "canvas outside them is left undrawn. Chain the regions from a prompt for the whole canvas")
             self.lists.append(kept)
+        # A list of foregrounds alone leaves the canvas outside them undrawn.
+        self.missing_main = any(not self.lists[i] for i, _ in self.layers)
 
     def __bool__(self) -> bool:
         return bool(self.layers)

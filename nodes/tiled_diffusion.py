@@ -57,6 +57,7 @@ class TiledDiffusionPatch:
     controls: ControlCache = field(default_factory=ControlCache, repr=False)
     _layouts: dict = field(default_factory=dict, repr=False)
     _said_untiled: bool = field(default=False, repr=False)
+    _said_no_main: bool = field(default=False, repr=False)
 
     def install(self, model):
         """A clone of model with this patch (replacing an earlier TiledDiffusion's, not stacking)."""
@@ -91,6 +92,10 @@ class TiledDiffusionPatch:
         foregrounds = ForegroundRegions(conds) if x_in.ndim == 4 else None
         if not foregrounds:
             return self._calc_tiled(executor, model, conds, x_in, timestep, model_options)
+        if foregrounds.missing_main and not self._said_no_main:  # once, not every step
+            log.warning("RegionPrompt: a conditioning holds foreground regions but no main prompt; the canvas "
+                        "outside them is left undrawn. Chain the regions from a prompt for the whole canvas")
+            self._said_no_main = True
         outputs = self._calc_tiled(executor, model, foregrounds.evaluation_lists(), x_in, timestep, model_options)
         return foregrounds.composite(outputs, *x_in.shape[-2:])
 
@@ -141,6 +146,11 @@ METHOD_TOOLTIP = (
 
 # Pixel ranges of the inputs validate_inputs checks itself.
 INPUT_RANGES = {"tile_width": (64, 16384), "tile_height": (64, 16384), "overlap": (0, 8192)}
+
+
+def _overlap_error(overlap: int, tile_width: int, tile_height: int) -> str:
+    return (f"overlap ({overlap} px) must be smaller than the tile ({tile_width}x{tile_height} px); "
+            f"lower overlap or raise tile_width/tile_height")
 
 
 def _on_grid(name: str, value: int, grid: int) -> int:
@@ -198,8 +208,7 @@ class TiledDiffusion(io.ComfyNode):
                 return f"{name} {value} is out of range; give {low} to {high} pixels"
         if all(isinstance(v, int) for v in numbers.values()):
             if overlap >= min(tile_width, tile_height):
-                return (f"overlap ({overlap} px) must be smaller than the tile ({tile_width}x{tile_height} px); "
-                        f"lower overlap or raise tile_width/tile_height")
+                return _overlap_error(overlap, tile_width, tile_height)
         return True
 
     @classmethod
@@ -212,8 +221,7 @@ class TiledDiffusion(io.ComfyNode):
         tile_h = _on_grid("tile_height", tile_height, grid)
         overlap_px = 0 if method == td.SHIFTED else _on_grid("overlap", overlap, grid) if overlap else 0
         if overlap_px >= min(tile_w, tile_h):
-            raise ValueError(f"TiledDiffusion: overlap ({overlap} px) must be smaller than the tile "
-                             f"({tile_width}x{tile_height} px); lower overlap or raise tile_width/tile_height")
+            raise ValueError(f"TiledDiffusion: {_overlap_error(overlap, tile_width, tile_height)}")
         patch = TiledDiffusionPatch(method, tile_h // downscale, tile_w // downscale, overlap_px // downscale,
                                     tile_batch_size, seed=seed, unit=unit)
         return io.NodeOutput(patch.install(model))
