@@ -148,10 +148,12 @@ def _pass_tile(program: Program, index: int, tile_px: int | None) -> int:
 
 class _Runner:
     def __init__(self, program: Program, *, device, dtype, park_device, tile_px: int | None,
-                 frozen: GroupStats | None = None, record: GroupStats | None = None, tick: Tick | None = None):
+                 frozen: GroupStats | None = None, record: GroupStats | None = None, tick: Tick | None = None,
+                 attention_margin_px: int | None = None):
         self.program = program
         self.device, self.dtype, self.park_device = device, dtype, park_device
         self.tile_px = tile_px
+        self.attention_margin_px = attention_margin_px
         self.frozen, self.record, self.tick = frozen, record, tick
 
     def _affine(self, index: int, norm: Norm, src: _Parked):
@@ -242,16 +244,21 @@ class _Runner:
             values[:, box.y0:box.y1, box.x0:box.x1] = v(h)
             if self.tick is not None:
                 self.tick()
-        keys = keys.flatten(1).t().unsqueeze(0)
-        values = values.flatten(1).t().unsqueeze(0)
         dst = None if sink else _Parked.empty(p.out_channels, height, width, device=self.park_device, dtype=self.dtype)
-        chunk = max(1, _ATTENTION_CHUNK_ELEMENTS // keys.shape[1])
+        whole = Box(0, height, 0, width)
+        margin = None if self.attention_margin_px is None else _pass_tile(self.program, index,
+                                                                         self.attention_margin_px)
         for box in boxes:
+            # Global attention (exact) costs the square of the area; a window keeps it linear.
+            seen = whole if margin is None else box.grown(margin, height, width)
+            k_seen, v_seen = (t[:, seen.y0:seen.y1, seen.x0:seen.x1].flatten(1).t().unsqueeze(0)
+                              for t in (keys, values))
+            chunk = max(1, _ATTENTION_CHUNK_ELEMENTS // k_seen.shape[1])
             x = self._load(src.data[:, box.y0:box.y1, box.x0:box.x1])
             queries = q(torch.addcmul(shift, x, scale))
             c, bh, bw = queries.shape
             queries = queries.flatten(1).t().unsqueeze(0)
-            attended = torch.cat([F.scaled_dot_product_attention(queries[:, i:i + chunk], keys, values)
+            attended = torch.cat([F.scaled_dot_product_attention(queries[:, i:i + chunk], k_seen, v_seen)
                                   for i in range(0, queries.shape[1], chunk)], dim=1)
             y = proj(attended.squeeze(0).t().reshape(c, bh, bw))
             y += x
@@ -271,6 +278,21 @@ def steps_per_sample(program: Program, height: int, width: int, tile_px: int, fa
         tile = _pass_tile(program, index, tile_px)
         total += grid_count(h, w, tile, tile) * (2 if isinstance(p, AttentionPass) else 1)
     return total
+
+
+def global_attention_share(program: Program, height: int, width: int) -> float:
+    """The share of the program's multiply-adds spent in global attention (scores and weighted
+    sums) for an input of height x width: exact mode's one cost growing with the square of the area."""
+    linear = quadratic = 0.0
+    for index, p in enumerate(program.passes):
+        px = float(program.scales[index]) ** 2 * height * width
+        if isinstance(p, ConvPass):
+            linear += px * p.conv.kernel ** 2 * p.conv.in_channels * p.conv.out_channels
+        else:
+            channels = p.out_channels
+            linear += 4 * px * channels * channels  # q, k, v and the projection
+            quadratic += 2 * px * px * channels
+    return quadratic / (linear + quadratic)
 
 
 def input_granularity(program: Program) -> int:
@@ -320,11 +342,14 @@ def _shrunk(x: torch.Tensor, program: Program, target_px: int) -> torch.Tensor:
 
 
 def run_exact(program: Program, x: torch.Tensor, sink: Sink, *, tile_px: int, device, dtype,
-              tick: Tick | None = None) -> None:
-    """Exact tiled run of a batch x (B, C, H, W); full-resolution activations are parked in host memory."""
+              tick: Tick | None = None, attention_margin_px: int | None = None) -> None:
+    """Exact tiled run of a batch x (B, C, H, W); full-resolution activations are parked in host memory.
+    attention_margin_px: None for exact global attention; otherwise each tile attends to itself and
+    this many pixels around it (GroupNorm statistics stay exact): linear time, a close result."""
     host = torch.device("cpu")
     for b in range(x.shape[0]):
-        runner = _Runner(program, device=device, dtype=dtype, park_device=host, tile_px=tile_px, tick=tick)
+        runner = _Runner(program, device=device, dtype=dtype, park_device=host, tile_px=tile_px, tick=tick,
+                         attention_margin_px=attention_margin_px)
         runner.run(x[b], lambda box, y, b=b: sink(b, box, y))
 
 

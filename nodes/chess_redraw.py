@@ -14,15 +14,61 @@ from comfy_api.latest import io
 
 from ..core import chess_redraw as cr
 from ..core import latent_resample as lr
+from ..core import tiled_vae
 from ..core.tiled_diffusion import crop, tile_batches
+from ..core.vae_program import UnsupportedVAE
 from .host import CATEGORY, progress_ticker, sampling_inputs
 from .tile_conds import ConditioningTiles, ControlCache
-from .tiled_vae import TiledVAEDecode, TiledVAEEncode
+from .tiled_vae import MODES as TILED_VAE_MODES, TiledVAEDecode, TiledVAEEncode, compile_program
 
 NODE = "ChessTileRedraw"
 
+VAE_AUTO = "auto"
+VAE_MODES = (VAE_AUTO, *TILED_VAE_MODES)
+# auto picks the tiled VAE mode by the upscaled picture's size. Exact mode runs the VAE's mid-block
+# attention over the whole latent, a share of the work that grows with the area (SD's decoder: 5%
+# at 1024 px, 18% at 2048, 47% at 4096; the demo VAE's: 22%, 53%, 82%), and parks full-resolution
+# activations in RAM (about 10 GB at 2048x2048 px for SD's VAE in float32). local_attention keeps
+# the exact statistics with windowed attention (linear time, the same RAM); fast bounds the RAM.
+AUTO_EXACT_MAX_PIXELS = 2048 * 2048
+AUTO_EXACT_MAX_ATTENTION_SHARE = 0.25
+AUTO_LOCAL_MAX_PIXELS = 4096 * 4096
+# local_attention: 256 px tiles each attending to a 768 px window (36.7 dB against exact with the
+# demo VAE, at 0.6x exact's time at 1024 px on a CPU); fast: 1024 px tiles (its memory bound) with
+# the VAE nodes' default padding.
+LOCAL_ATTENTION_TILE_PX, LOCAL_ATTENTION_MARGIN_PX = 256, 256
+FAST_TILE_PX = 1024
 
-def upscaled_canvas(image, latent, vae, upscale_by: float, upscale_model) -> torch.Tensor:
+
+def vae_mode_for(mode: str, vae, height_px: int, width_px: int) -> str:
+    """The tiled VAE mode for a picture of this size: auto is exact while the picture is at most
+    AUTO_EXACT_MAX_PIXELS and global attention at most AUTO_EXACT_MAX_ATTENTION_SHARE of the
+    decoder's work, local_attention up to AUTO_LOCAL_MAX_PIXELS, fast above."""
+    if mode != VAE_AUTO:
+        return mode
+    area = height_px * width_px
+    if area > AUTO_LOCAL_MAX_PIXELS:
+        return "fast"
+    if area > AUTO_EXACT_MAX_PIXELS:
+        return "local_attention"
+    try:
+        decoder = compile_program(vae, "decoder")
+    except UnsupportedVAE:
+        return "exact"  # the VAE nodes fall back to ComfyUI's own tiled path, whatever the mode
+    ratio = vae.spacial_compression_decode()
+    share = tiled_vae.global_attention_share(decoder, height_px // ratio, width_px // ratio)
+    return "exact" if share <= AUTO_EXACT_MAX_ATTENTION_SHARE else "local_attention"
+
+
+def _vae_settings(vae_mode: str, vae, height_px: int, width_px: int) -> dict:
+    """TiledVAEEncode/TiledVAEDecode's settings for a picture of this size."""
+    mode = vae_mode_for(vae_mode, vae, height_px, width_px)
+    if mode == "local_attention":
+        return {"mode": mode, "tile_size": LOCAL_ATTENTION_TILE_PX, "padding": LOCAL_ATTENTION_MARGIN_PX}
+    return {"mode": mode, "tile_size": FAST_TILE_PX if mode == "fast" else 0}
+
+
+def upscaled_canvas(image, latent, vae, upscale_by: float, upscale_model, vae_mode: str) -> torch.Tensor:
     """The latent of the picture upscaled once: an IMAGE is resized in pixels (by the upscale model,
     or float lanczos) and encoded with the tiled VAE; a LATENT is resized with float lanczos."""
     ratio = vae.spacial_compression_encode()
@@ -36,7 +82,8 @@ def upscaled_canvas(image, latent, vae, upscale_by: float, upscale_model) -> tor
             pixels = ImageUpscaleWithModel.execute(upscale_model, image).result[0].movedim(-1, 1)
         if pixels.shape[-2:] != (height, width):
             pixels = lr.resample(pixels.float(), height, width, "lanczos").clamp(0, 1)
-        return TiledVAEEncode.execute(pixels=pixels.movedim(1, -1), vae=vae).result[0]["samples"]
+        return TiledVAEEncode.execute(pixels=pixels.movedim(1, -1), vae=vae,
+                                      **_vae_settings(vae_mode, vae, height, width)).result[0]["samples"]
     z = latent["samples"]
     height, width = max(1, round(z.shape[-2] * upscale_by)), max(1, round(z.shape[-1] * upscale_by))
     return lr.resample(z, height, width, "lanczos")
@@ -125,6 +172,11 @@ class ChessTileRedraw(io.ComfyNode):
                              tooltip="Width in pixels of the band seam fix."),
                 io.Int.Input("seam_fix_feather", default=16, min=0, max=512, step=8,
                              tooltip="Pixels over which a seam patch fades out."),
+                io.Combo.Input("vae_mode", options=list(VAE_MODES), default=VAE_AUTO,
+                               tooltip="How the one encode and decode run (see Tiled VAE Decode). auto: exact up "
+                                       "to 2048x2048 px while the VAE's global attention stays under a quarter "
+                                       "of its work (SD's VAE: all of that range), else local_attention (linear "
+                                       "time, close to exact) up to 4096x4096, fast above (bounded memory)."),
                 io.Image.Input("image", optional=True, tooltip="The picture to upscale (or connect a latent)."),
                 io.Latent.Input("latent", optional=True,
                                 tooltip="Or a latent to upscale, e.g. from Progressive Grow Sampler."),
@@ -140,13 +192,15 @@ class ChessTileRedraw(io.ComfyNode):
     def execute(cls, model, positive, negative, vae, upscale_by=2.0, seed=0, steps=20, cfg=7.0,
                 sampler_name="euler", scheduler="normal", denoise=0.35, tile_width=512, tile_height=512,
                 padding=64, mask_feather=32, tile_batch_size=4, redraw_order=cr.CHESS, seam_fix=cr.SEAMS_NONE,
-                seam_fix_denoise=0.3, seam_fix_width=64, seam_fix_feather=16, image=None, latent=None,
-                upscale_model=None) -> io.NodeOutput:
+                seam_fix_denoise=0.3, seam_fix_width=64, seam_fix_feather=16, vae_mode=VAE_AUTO, image=None,
+                latent=None, upscale_model=None) -> io.NodeOutput:
         if image is None and latent is None:
             raise ValueError(f"{NODE}: connect an image or a latent to upscale")
         if image is not None and latent is not None:
             raise ValueError(f"{NODE}: connect an image or a latent, not both")
-        canvas = upscaled_canvas(image, latent, vae, upscale_by, upscale_model)
+        if vae_mode not in VAE_MODES:
+            raise ValueError(f"{NODE}: vae_mode must be one of {', '.join(VAE_MODES)}, got {vae_mode!r}")
+        canvas = upscaled_canvas(image, latent, vae, upscale_by, upscale_model, vae_mode)
         if canvas.shape[1] != vae.latent_channels:
             raise ValueError(f"{NODE}: the latent has {canvas.shape[1]} channels but the vae takes "
                              f"{vae.latent_channels}; connect the VAE of the model the latent came from")
@@ -167,7 +221,8 @@ class ChessTileRedraw(io.ComfyNode):
             redraw.run_pass(patches, denoise, tile_batch_size, tick)
         for patches in seams:
             redraw.run_pass(patches, seam_fix_denoise, tile_batch_size, tick)
-        image_out = TiledVAEDecode.execute(samples={"samples": canvas}, vae=vae).result[0]
+        image_out = TiledVAEDecode.execute(samples={"samples": canvas}, vae=vae,
+                                           **_vae_settings(vae_mode, vae, height * ratio, width * ratio)).result[0]
         out_latent = dict(latent or {}, samples=canvas)
         out_latent.pop("noise_mask", None)
         return io.NodeOutput(image_out, out_latent)

@@ -1,4 +1,6 @@
 """ChessTileRedraw in the real ComfyUI host with the tiny UNet, CLIP and VAE."""
+import sys
+
 import pytest
 import torch
 
@@ -135,3 +137,47 @@ def test_bad_inputs_get_clear_messages(nodes, unet, conds, vae, picture):
         nodes["ChessTileRedraw"].execute(unet, positive, negative, vae)
     with pytest.raises(ValueError, match="tile .* is larger than the upscaled picture"):
         redraw(nodes, unet, conds, vae, picture, tile_width=2048, tile_height=2048)
+
+
+def test_auto_vae_mode_follows_the_picture_size(nodes, unet, conds, vae, picture, monkeypatch):
+    """auto: exact up to AUTO_EXACT_MAX_PIXELS while global attention is a small share of the
+    VAE's work, local_attention beyond either up to AUTO_LOCAL_MAX_PIXELS, fast above, each with
+    the node's tile settings. (How close local_attention comes to exact is measured on
+    the trained demo VAE in test_tiled_vae_nodes.py; the tiny VAE's random attention is global.)"""
+    node = sys.modules[nodes["ChessTileRedraw"].__module__]  # the module ComfyUI loaded
+    tiled_vae = node.TiledVAEDecode.execute.__globals__["tiled_vae"]
+    runs = []
+    real = {name: getattr(tiled_vae, name) for name in ("run_exact", "run_fast")}
+
+    def spy(name):
+        def run(*args, **kwargs):
+            runs.append((name, kwargs["tile_px"], kwargs.get("attention_margin_px")))
+            return real[name](*args, **kwargs)
+        return run
+
+    for name in real:
+        monkeypatch.setattr(tiled_vae, name, spy(name))
+    settings = dict(redraw_order=cr.NO_REDRAW)
+    exact_image, exact = redraw(nodes, unet, conds, vae, picture, vae_mode="exact", **settings)
+    runs.clear()
+    _, auto = redraw(nodes, unet, conds, vae, picture, **settings)
+    assert [(name, margin) for name, _, margin in runs] == [("run_exact", None)] * 2, "512x512: exact"
+    torch.testing.assert_close(auto["samples"], exact["samples"])
+
+    monkeypatch.setattr(node, "LOCAL_ATTENTION_TILE_PX", 64)
+    monkeypatch.setattr(node, "LOCAL_ATTENTION_MARGIN_PX", 32)
+    monkeypatch.setattr(node, "FAST_TILE_PX", 128)
+    for name, value in (("AUTO_EXACT_MAX_ATTENTION_SHARE", 0.0), ("AUTO_EXACT_MAX_PIXELS", (2 * SIZE) ** 2 - 1)):
+        with monkeypatch.context() as patch:
+            patch.setattr(node, name, value)
+            runs.clear()
+            local_image, _ = redraw(nodes, unet, conds, vae, picture, **settings)
+        assert runs == [("run_exact", 64, 32)] * 2, f"{name}: encode, then decode, windowed"
+        assert local_image.shape == exact_image.shape and not torch.equal(local_image, exact_image)
+
+    monkeypatch.setattr(node, "AUTO_LOCAL_MAX_PIXELS", (2 * SIZE) ** 2 - 1)
+    runs.clear()
+    redraw(nodes, unet, conds, vae, picture, **settings)
+    assert [(name, tile) for name, tile, _ in runs] == [("run_fast", 128)] * 2
+    with pytest.raises(ValueError, match="vae_mode must be one of"):
+        redraw(nodes, unet, conds, vae, picture, vae_mode="quick")

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from expanse.core.tiled_vae import (NonFiniteActivation, auto_tile_px, min_tile_px, run_exact, run_fast,
-                            steps_per_sample)
+from expanse.core.tiled_vae import (NonFiniteActivation, auto_tile_px, global_attention_share, min_tile_px,
+                                    run_exact, run_fast, steps_per_sample)
 from expanse.core.tiling import Box
 from expanse.core.vae_program import UnsupportedVAE, compile_decoder, compile_encoder
 from reference_vae import Autoencoder, randomize
@@ -130,6 +130,31 @@ def test_fast_mode_is_close_and_covers_every_pixel_once():
     # One tile holding the whole canvas with no shrinking: fast mode's statistics are the true ones.
     single = decode(model, z, tile_px=200, padding_px=0, fast=True)
     assert rel_l2(single.out, whole) < 1e-5
+
+
+def test_local_attention_windows_only_the_attention():
+    """attention_margin_px limits each tile's attention to its window; the statistics stay exact,
+    so a window covering the latent gives the exact result and a small one changes it a little."""
+    model = randomize(Autoencoder())
+    z = torch.randn(1, 4, 22, 26, generator=torch.Generator().manual_seed(5))
+    whole = model.decode(z)
+    covering = decode(model, z, tile_px=40, attention_margin_px=1000)
+    assert (covering.writes == 1).all() and rel_l2(covering.out, whole) < 1e-5
+    local = decode(model, z, tile_px=40, attention_margin_px=16)
+    assert (local.writes == 1).all()
+    assert 1e-4 < rel_l2(local.out, whole) < 0.25
+    x = torch.randn(1, 3, 88, 72, generator=torch.Generator().manual_seed(6))
+    assert rel_l2(encode(model, x, tile_px=24, attention_margin_px=1000).out, model.encode(x)) < 1e-5
+
+
+def test_global_attention_share_grows_with_the_area():
+    """Attention scores cost latent_pixels^2 x channels, the rest latent_pixels x channels^2:
+    quadratic over linear work grows exactly 4x when both sides double."""
+    prog = compile_decoder(randomize(Autoencoder()))
+    shares = [global_attention_share(prog, side, side) for side in (8, 16, 32)]
+    assert 0 < shares[0] < shares[1] < shares[2] < 1
+    ratios = [share / (1 - share) for share in shares]
+    assert ratios[1] == pytest.approx(4 * ratios[0]) and ratios[2] == pytest.approx(4 * ratios[1])
 
 
 def test_fast_encode_covers_every_pixel_once():
