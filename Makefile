@@ -19,4 +19,4 @@ bench: setup
 	$(PY) bench/tiled_diffusion_bench.py $(if $(filter 1,$(GPU)),,--canvases 512 1024 --tile 256 --overlap 32 --untiled-max 1024)
 	$(PY) bench/progressive_bench.py
 	$(PY) bench/progressive_bench.py --wall --name progressive_wall $(if $(filter 1,$(GPU)),,--final 512 --steps 4 --refine-steps 1)
-	$(PY) bench/chess_bench.py $(if $(filter 1,$(GPU)),--sd15,--results 1024 2048)
+	$(PY) bench/chess_bench.py $(if $(filter 1,$(GPU)),--sd15,--results 1024 2048 4096)

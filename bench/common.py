@@ -163,6 +163,37 @@ class ModelMeter:
         return out
 
 
+class VAEMeter:
+    """Times every VAE run: ComfyUI's own VAE.encode/decode and the pack's tiled VAE nodes (one
+    entry point, `_run`, in the module ComfyUI loaded), so a benchmark can tell model time from
+    the rest. Nested calls (a fallback inside a tiled run) count once."""
+
+    def __init__(self, tiled_node_class):
+        import comfy.sd
+
+        self.seconds, self._depth = 0.0, 0
+        for name in ("encode", "decode"):
+            setattr(comfy.sd.VAE, name, self._timed(getattr(comfy.sd.VAE, name)))
+        module = sys.modules[tiled_node_class.__module__]
+        module._run = self._timed(module._run)
+
+    def reset(self) -> None:
+        self.seconds = 0.0
+
+    def _timed(self, fn):
+        def run(*args, **kwargs):
+            if self._depth:
+                return fn(*args, **kwargs)
+            self._depth += 1
+            result = []
+            try:
+                self.seconds += timed(lambda: result.append(fn(*args, **kwargs)))
+            finally:
+                self._depth -= 1
+            return result[0]
+        return run
+
+
 def timed(fn, *args, **kwargs) -> float:
     """Seconds fn(*args, **kwargs) takes, the device synchronised on both sides."""
     import torch
