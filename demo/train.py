@@ -8,6 +8,7 @@ Stages, each checkpointed to --workdir so an interrupted run resumes where it st
   1. vae     ComfyUI's AutoencoderKL (small widths) on crops of random scenes: L1 + MSE, a small KL term
      vae-fit the whole VAE on larger crops (128-256 px) at a lower rate, so it works at picture sizes
      vae-decoder  the decoder alone on 256-384 px crops, the encoder (and so the latents) frozen
+     vae-joint    encoder and decoder on whole 256-320 px scenes, the latents anchored near stage 1b's
   2. stats   the latent scale factor (1 / std of the latents) and a latent-to-RGB map for previews
   3. latents a fixed training set of scenes and captions, encoded once
   4. unet    ComfyUI's UNetModel and CLIP text transformer, trained together (eps prediction,
@@ -262,6 +263,38 @@ def fit_decoder(args, vae, device) -> torch.nn.Module:
                                              decoder_loss), device)
 
 
+# Stage 1d's scene sides, in turn: whole scenes at the size reconstruction is judged at, and larger.
+JOINT_SIDES = (256, 256, 320)
+
+
+def fit_joint(args, vae, device) -> torch.nn.Module:
+    """Stage 1d: encoder and decoder together on whole scenes, the latents held near the ones the
+    UNet was trained on.
+
+    A whole 256 px scene carries more detail than the decoder alone can recover from stage 1b's
+    latents (1c stops near 26.5 dB); letting the encoder move lets the latent keep more of it. The
+    anchor term, the latents' mean squared change over their variance, keeps the UNet valid."""
+    import copy
+
+    frozen = copy.deepcopy(vae).eval().requires_grad_(False)
+
+    def images(step):
+        side = JOINT_SIDES[step % len(JOINT_SIDES)]
+        return scene_batch(args.seed + 3, "vae-joint", step, args.joint_batch, side)[0]
+
+    def loss(model, x, step):
+        before = encode(frozen, x)
+        z = model.encode(x)
+        recon = model.decode(z)
+        drift = F.mse_loss(z, before) / before.var()
+        if step % args.log_every == 0:
+            print(f"[vae-joint] latent drift {drift.item():.4f} of the latent variance", flush=True)
+        return F.l1_loss(recon, x) + F.mse_loss(recon, x) + args.joint_anchor * drift, recon
+
+    return run_vae_stage(args, vae, VaeStage("vae-joint", args.joint_steps, args.joint_lr, 20,
+                                             list(vae.parameters()), images, loss), device)
+
+
 # --- stage 2 and 3: latent statistics and the latent training set -----------------------------
 
 @torch.no_grad()
@@ -433,23 +466,24 @@ def export(args, arch, vae, stats, unet, text_model, used_tokens) -> None:
     print(f"[export] wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB)")
 
 
-def refit_decoder_of_file(args, arch, device) -> None:
-    """Stage 1c on the VAE of an exported file; every other tensor is copied through unchanged."""
+def refit_vae_of_file(args, arch, device, source: pathlib.Path, fit, settings: tuple[str, ...]) -> None:
+    """A VAE stage (`fit`: 1c or 1d) on the VAE of an exported file; every other tensor is copied
+    through unchanged, and the stage's settings are added to the file's training record."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
     from expanse.nodes import demo_weights
 
-    meta, vae_sd, _, _ = demo_weights.load(args.decoder_from)
+    meta, vae_sd, _, _ = demo_weights.load(source)
     vae = new_vae(arch, device)
     vae.load_state_dict(vae_sd)
-    vae = fit_decoder(args, vae, device)
-    with safe_open(str(args.decoder_from), framework="pt") as f:
+    vae = fit(args, vae, device)
+    with safe_open(str(source), framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     tensors.update({k: v for k, v in demo_weights.pack(vae.state_dict(), {}, {}, []).items()})
-    meta["training"].update({name: getattr(args, name) for name in ("dec_steps", "dec_batch", "dec_lr")})
+    meta["training"].update({name: getattr(args, name) for name in settings})
     save_file(tensors, str(args.out), metadata={"expanse_demo": json.dumps(meta)})
-    print(f"[export] wrote {args.out} with the refitted decoder", flush=True)
+    print(f"[export] wrote {args.out} with the refitted VAE ({fit.__name__})", flush=True)
 
 
 def main() -> None:
@@ -473,6 +507,13 @@ def main() -> None:
     p.add_argument("--dec-lr", type=float, default=2e-4)
     p.add_argument("--decoder-from", type=pathlib.Path, metavar="FILE",
                    help="run only stage 1c on an exported weight file and write the result to --out")
+    p.add_argument("--joint-steps", type=int, default=300,
+                   help="stage 1d: encoder and decoder on whole scenes, latents anchored (with --joint-from)")
+    p.add_argument("--joint-batch", type=int, default=4)
+    p.add_argument("--joint-lr", type=float, default=1e-4)
+    p.add_argument("--joint-anchor", type=float, default=1.0, help="weight of the latent-drift term")
+    p.add_argument("--joint-from", type=pathlib.Path, metavar="FILE",
+                   help="run only stage 1d on an exported weight file and write the result to --out")
     p.add_argument("--dataset-size", type=int, default=8000)
     p.add_argument("--unet-steps", type=int, default=2000)
     p.add_argument("--unet-batch", type=int, default=24)
@@ -489,7 +530,7 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.vae_steps, args.unet_steps, args.unet_fine_steps, args.log_every = 4, 4, 2, 2
-        args.fit_steps, args.dec_steps = 3, 3
+        args.fit_steps, args.dec_steps, args.joint_steps = 3, 3, 3
         args.dataset_size, args.fine_dataset_size = 128, 64
     default_dir = ROOT / ".cache" / ("demo-quick" if args.quick else "demo-train")
     args.workdir = args.workdir or default_dir
@@ -503,10 +544,14 @@ def main() -> None:
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     if args.decoder_from:
-        return refit_decoder_of_file(args, arch, device)
+        return refit_vae_of_file(args, arch, device, args.decoder_from, fit_decoder, ("dec_steps", "dec_batch", "dec_lr"))
+    if args.joint_from:
+        return refit_vae_of_file(args, arch, device, args.joint_from, fit_joint,
+                                 ("joint_steps", "joint_batch", "joint_lr", "joint_anchor"))
     vae = train_vae(args, arch, device)
     vae = fit_vae_sizes(args, vae, device)
     vae = fit_decoder(args, vae, device)
+    vae = fit_joint(args, vae, device)
     stats = latent_stats(args, vae, device)
     print(f"[stats] scale factor {stats['scale_factor']:.4f}", flush=True)
     # Most steps at 128 px, where a step costs a quarter; then 256 px, the size the samples are
