@@ -172,17 +172,17 @@ class ChessTileRedraw(io.ComfyNode):
                              tooltip="Width in pixels of the band seam fix."),
                 io.Int.Input("seam_fix_feather", default=16, min=0, max=512, step=8,
                              tooltip="Pixels over which a seam patch fades out."),
-                io.Combo.Input("vae_mode", options=list(VAE_MODES), default=VAE_AUTO,
-                               tooltip="How the one encode and decode run (see Tiled VAE Decode). auto: exact up "
-                                       "to 2048x2048 px while the VAE's global attention stays under a quarter "
-                                       "of its work (SD's VAE: all of that range), else local_attention (linear "
-                                       "time, close to exact) up to 4096x4096, fast above (bounded memory)."),
                 io.Image.Input("image", optional=True, tooltip="The picture to upscale (or connect a latent)."),
                 io.Latent.Input("latent", optional=True,
                                 tooltip="Or a latent to upscale, e.g. from Progressive Grow Sampler."),
                 io.UpscaleModel.Input("upscale_model", optional=True,
                                       tooltip="An upscale model (ESRGAN...) for the pixel resize; without it, "
                                               "float lanczos."),
+                io.Combo.Input("vae_mode", options=list(VAE_MODES), default=VAE_AUTO, optional=True,
+                               tooltip="How the one encode and decode run (see Tiled VAE Decode). auto: exact up "
+                                       "to 2048x2048 px while the VAE's global attention stays under a quarter "
+                                       "of its work (SD's VAE: all of that range), else local_attention (linear "
+                                       "time, close to exact) up to 4096x4096, fast above (bounded memory)."),
             ],
             outputs=[io.Image.Output("IMAGE", tooltip="The redrawn picture."),
                      io.Latent.Output("LATENT", tooltip="Its latent, for chaining.")],
