@@ -42,6 +42,7 @@ WEIGHTS = ROOT / "demo" / "weights" / "expanse-demo.safetensors"
 # The command-line settings that decide the weights, recorded in the file's metadata.
 TRAINING_SETTINGS = ("seed", "vae_steps", "vae_batch", "vae_size", "vae_render", "vae_lr", "vae_kl",
                      "fit_steps", "fit_batch", "fit_lr", "dec_steps", "dec_batch", "dec_lr",
+                     "joint_steps", "joint_batch", "joint_lr", "joint_anchor",
                      "dataset_size", "unet_steps", "unet_batch", "unet_size", "fine_dataset_size",
                      "unet_fine_steps", "unet_fine_batch", "unet_fine_size", "unet_lr", "ema")
 
@@ -547,7 +548,7 @@ def main() -> None:
         return refit_vae_of_file(args, arch, device, args.decoder_from, fit_decoder, ("dec_steps", "dec_batch", "dec_lr"))
     if args.joint_from:
         return refit_vae_of_file(args, arch, device, args.joint_from, fit_joint,
-                                 ("joint_steps", "joint_batch", "joint_lr", "joint_anchor"))
+                                 tuple(name for name in TRAINING_SETTINGS if name.startswith("joint_")))
     vae = train_vae(args, arch, device)
     vae = fit_vae_sizes(args, vae, device)
     vae = fit_decoder(args, vae, device)

@@ -27,7 +27,8 @@ def first_run(tmp_path_factory):
 
 def test_same_seed_gives_the_same_weights(first_run, tmp_path):
     _, out_a, log = first_run
-    for line in ("[vae] 4/4", "[vae-fit] 3/3", "[vae-decoder] 3/3", "[unet] 6/6", "[export] wrote"):
+    for line in ("[vae] 4/4", "[vae-fit] 3/3", "[vae-decoder] 3/3", "[vae-joint] 3/3", "[unet] 6/6",
+                 "[export] wrote"):
         assert line in log  # every stage shows its progress
     out_b = tmp_path / "b.safetensors"
     train(tmp_path, out_b)
