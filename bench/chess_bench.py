@@ -8,8 +8,9 @@ Both redraw the same tiles of a 2x upscale with the same steps, denoise, padding
   latent space pasted through region-sized masks, decode once).
 
 Reported: wall time split into the UNet's forward calls, VAE runs, and the rest (the overhead).
-The model is the pack's demo model (the CPU run); `--sd15` uses the real SD1.5 UNet architecture
-(random weights) with the demo VAE and text encoder, for a GPU.
+The model is the pack's demo model (the CPU run); `--sd15` uses the real SD1.5 UNet (half precision
+on a GPU) and VAE architectures with random weights, for a GPU. On a GPU the results go to
+bench/results/<name>_gpu.*.
 
     python bench/chess_bench.py                       # 2048 and 4096 px results, demo model
     python bench/chess_bench.py --results 2048 --sd15
@@ -91,8 +92,11 @@ def worker(approach: str, result_px: int, sd15: bool) -> None:
     torch.set_grad_enabled(False)
     model, clip, vae = load_demo(WEIGHTS_DIR / "expanse-demo.safetensors")
     context_width = 128
-    if sd15:
+    if sd15:  # SD1.5's UNet and VAE architectures: their costs, not the demo model's
+        import tiny_models
+
         model = common.sd15_model(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        vae = tiny_models.full_size_vae(latent_channels=4, seed=0, device=None)
         context_width = 768
     nodes = comfy_nodes.NODE_CLASS_MAPPINGS
     unet_meter, vae_meter = common.ModelMeter(model), common.VAEMeter(nodes["TiledVAEDecode"])
@@ -120,7 +124,7 @@ def worker(approach: str, result_px: int, sd15: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=int, nargs="+", default=[2048, 4096], help="result sides in pixels")
-    parser.add_argument("--sd15", action="store_true", help="the real SD1.5 UNet architecture (for a GPU)")
+    parser.add_argument("--sd15", action="store_true", help="the real SD1.5 UNet and VAE architectures (for a GPU)")
     parser.add_argument("--name", default="chess_redraw")
     parser.add_argument("--worker", nargs=3, metavar=("APPROACH", "RESULT", "SD15"))
     args = parser.parse_args()
@@ -150,7 +154,7 @@ def main() -> None:
                     row["speedup_vs_baseline"] = round(runs["baseline"]["seconds"] / res["seconds"], 2)
             rows.append(row)
             print(row, flush=True)
-    model = "SD1.5 UNet architecture (random weights)" if args.sd15 else "the demo model"
+    model = "SD1.5 UNet and VAE architectures (random weights)" if args.sd15 else "the demo model"
     common.write_results(
         args.name, rows, ["result", "approach", "seconds", "speedup_vs_baseline", "unet_s", "vae_s", "other_s",
                           "outside_model", "other_s_per_mp", "model_calls", "status"],

@@ -89,8 +89,12 @@ def run_worker(script: pathlib.Path, args: list[str], timeout: float) -> dict:
 
 
 def write_results(name: str, rows: list[dict], columns: list[str], header: str, notes: list[str]) -> None:
+    """Writes bench/results/<name>.{json,csv,md}; a run on a GPU writes <name>_gpu.*, so the CPU
+    and GPU figures of one benchmark sit side by side."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     info = machine()
+    if info["device"] != "cpu":
+        name = f"{name}_gpu"
     stamp = time.strftime("%Y-%m-%d")
     (RESULTS / f"{name}.json").write_text(json.dumps({"machine": info, "date": stamp, "rows": rows}, indent=2))
     with open(RESULTS / f"{name}.csv", "w", newline="") as f:
@@ -120,13 +124,17 @@ SD15_UNET = {
 
 
 def sd15_model(device):
-    """A ModelPatcher around ComfyUI's UNetModel in SD1.5's layout with seeded random weights."""
+    """A ModelPatcher around ComfyUI's UNetModel in SD1.5's layout with seeded random weights; in
+    half precision on a GPU, as ComfyUI runs an SD1.5 checkpoint there."""
     import comfy.latent_formats
+    import torch
 
     import tiny_models
     from expanse.nodes import small_models
 
-    model = small_models.unet_patcher(dict(SD15_UNET), comfy.latent_formats.SD15(), "eps", device=device)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    model = small_models.unet_patcher(dict(SD15_UNET), comfy.latent_formats.SD15(), "eps", dtype=dtype,
+                                      device=device)
     unet = model.model.diffusion_model
     unet.load_state_dict(tiny_models._seeded_module_state_dict(unet, 0))
     return model

@@ -34,7 +34,7 @@ def worker(method: str, size: int, tile: int, out_path: str, limit_gib: float) -
     import tiny_models
 
     torch.set_grad_enabled(False)
-    vae = tiny_models.full_size_vae(latent_channels=4, seed=0)
+    vae = tiny_models.full_size_vae(latent_channels=4, seed=0, device=None)
     ratio = vae.spacial_compression_decode()
     g = torch.Generator().manual_seed(0)
     samples = {"samples": torch.randn(1, vae.latent_channels, size // ratio, size // ratio, generator=g)}

@@ -58,11 +58,13 @@ def full_size_vae_state_dict(latent_channels: int = 4, seed: int = 0, quant_conv
     return seeded_state_dict(shapes, seed)
 
 
-def full_size_vae(latent_channels: int = 4, seed: int = 0, quant_convs: bool = True, dtype=None):
+def full_size_vae(latent_channels: int = 4, seed: int = 0, quant_convs: bool = True, dtype=None,
+                  device: torch.device | None = torch.device("cpu")):
+    """device=None leaves the choice to ComfyUI (its VAE device: the GPU where there is one)."""
     import comfy.sd
 
     sd = full_size_vae_state_dict(latent_channels, seed, quant_convs)
-    return comfy.sd.VAE(sd=sd, device=torch.device("cpu"), dtype=dtype)
+    return comfy.sd.VAE(sd=sd, device=device, dtype=dtype)
 
 
 def _seeded_module_state_dict(module: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -1,3 +1,4 @@
+import os
 import pathlib
 import sys
 
@@ -11,8 +12,10 @@ import host  # noqa: E402
 
 @pytest.fixture(scope="session")
 def comfy_nodes():
-    """ComfyUI's `nodes` module, in process on the CPU, with the pack loaded by ComfyUI's loader."""
-    return host.start_in_process()
+    """ComfyUI's `nodes` module, in process on the CPU, with the pack loaded by ComfyUI's loader.
+    EXPANSE_TEST_GPU=1 lets ComfyUI use a GPU, to check the device paths on a machine with one
+    (the stored references were computed on the CPU, so a few comparisons may differ there)."""
+    return host.start_in_process(cpu=os.environ.get("EXPANSE_TEST_GPU") != "1")
 
 
 @pytest.fixture(scope="session")
