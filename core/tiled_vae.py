@@ -7,7 +7,8 @@ convolves on the device and writes the tile back, adding the tile's per-channel 
 squares to the pooled statistics of the output. Every pixel is counted once and padding never
 enters the statistics, so the result is the whole-image computation done in pieces: equal up to
 rounding, with device memory bounded by the tile. Host memory holds the few full-resolution
-activations a residual block keeps alive at once.
+activations a residual block keeps alive at once (parked_bytes); where they fit on the device
+beside the tile, the caller may park them there instead.
 
 Fast mode estimates every GroupNorm's statistics once, from a copy of the input shrunk to about
 one tile, then runs each tile with some padding independently with those statistics frozen. Its
@@ -315,14 +316,45 @@ def _fast_boxes(program: Program, height: int, width: int, tile_px: int) -> list
     return [box.scaled(g) for box in grid(height // g, width // g, tile, tile)]
 
 
-def auto_tile_px(program: Program, free_bytes: int, dtype: torch.dtype) -> int:
-    """A tile size, in pixels, whose working set fits comfortably in `free_bytes` of device memory."""
+def _tile_bytes_per_px(program: Program, dtype: torch.dtype) -> float:
+    """Device bytes a tile's working set takes per pixel of tile side squared (the largest pass)."""
     bytes_per_px = 0.0
     for index, p in enumerate(program.passes):
         area = float(program.scales[index] / program.pixel_scale) ** 2
         in_ch = p.conv.in_channels if isinstance(p, ConvPass) else p.out_channels
         bytes_per_px = max(bytes_per_px, (4 * in_ch + 2 * p.out_channels) * area)
-    bytes_per_px *= torch.finfo(dtype).bits // 8
+    return bytes_per_px * (torch.finfo(dtype).bits // 8)
+
+
+def tile_working_bytes(program: Program, tile_px: int, dtype: torch.dtype) -> int:
+    """Device memory one tile of tile_px x tile_px pixels needs while it runs."""
+    return int(_tile_bytes_per_px(program, dtype) * tile_px * tile_px)
+
+
+def parked_bytes(program: Program, height: int, width: int, dtype: torch.dtype) -> int:
+    """The most memory exact mode's parked full-resolution activations take at once for one sample
+    of height x width (the program's input grid), input included."""
+    itemsize = torch.finfo(dtype).bits // 8
+    shapes = {program.input: (program.in_channels, height, width)}
+    live = peak = program.in_channels * height * width
+    last = len(program.passes) - 1
+    for index, p in enumerate(program.passes):
+        _, h, w = shapes[p.src]
+        if isinstance(p, ConvPass):
+            h, w = _out_size(p, h, w)
+        if index < last:  # the last pass writes to the sink, not to a parked activation
+            shapes[p.dst] = (p.out_channels, h, w)
+            live += p.out_channels * h * w
+            peak = max(peak, live)
+        for name in program.last_reads[index]:
+            c, bh, bw = shapes[name]
+            live -= c * bh * bw
+    return peak * itemsize
+
+
+def auto_tile_px(program: Program, free_bytes: int, dtype: torch.dtype) -> int:
+    """A tile size, in pixels, whose working set fits comfortably in `free_bytes` of device memory."""
+    bytes_per_px = _tile_bytes_per_px(program, dtype)
     side = math.sqrt(max(free_bytes, 1) * 0.4 / max(bytes_per_px, 1.0))
     step = max(64, min_tile_px(program))
     return int(min(2048, max(step * 4, side // step * step)))
@@ -342,14 +374,16 @@ def _shrunk(x: torch.Tensor, program: Program, target_px: int) -> torch.Tensor:
 
 
 def run_exact(program: Program, x: torch.Tensor, sink: Sink, *, tile_px: int, device, dtype,
-              tick: Tick | None = None, attention_margin_px: int | None = None) -> None:
-    """Exact tiled run of a batch x (B, C, H, W); full-resolution activations are parked in host memory.
+              tick: Tick | None = None, attention_margin_px: int | None = None, park_device=None) -> None:
+    """Exact tiled run of a batch x (B, C, H, W). Full-resolution activations are parked on
+    park_device: host memory by default; the compute device itself when parked_bytes() fits there
+    saves every pass a round trip through the host (on a GPU the round trips dominate).
     attention_margin_px: None for exact global attention; otherwise each tile attends to itself and
     this many pixels around it (GroupNorm statistics stay exact): linear time, a close result."""
-    host = torch.device("cpu")
+    park_device = park_device or torch.device("cpu")
     for b in range(x.shape[0]):
-        runner = _Runner(program, device=device, dtype=dtype, park_device=host, tile_px=tile_px, tick=tick,
-                         attention_margin_px=attention_margin_px)
+        runner = _Runner(program, device=device, dtype=dtype, park_device=park_device, tile_px=tile_px,
+                         tick=tick, attention_margin_px=attention_margin_px)
         runner.run(x[b], lambda box, y, b=b: sink(b, box, y))
 
 

@@ -19,7 +19,8 @@ from ..core.tiled_diffusion import crop, tile_batches
 from ..core.vae_program import UnsupportedVAE
 from .host import CATEGORY, progress_ticker, sampling_inputs
 from .tile_conds import ConditioningTiles, ControlCache
-from .tiled_vae import MODES as TILED_VAE_MODES, TiledVAEDecode, TiledVAEEncode, compile_program
+from .tiled_vae import (MODES as TILED_VAE_MODES, TiledVAEDecode, TiledVAEEncode, compile_program,
+                        exact_parks_on_device)
 
 NODE = "ChessTileRedraw"
 
@@ -30,6 +31,8 @@ VAE_MODES = (VAE_AUTO, *TILED_VAE_MODES)
 # at 1024 px, 18% at 2048, 47% at 4096; the demo VAE's: 22%, 53%, 82%), and parks full-resolution
 # activations in RAM (about 10 GB at 2048x2048 px for SD's VAE in float32). local_attention keeps
 # the exact statistics with windowed attention (linear time, the same RAM); fast bounds the RAM.
+# On a GPU that holds those activations, attention is a small cost and exact is both the fastest
+# and the best: auto takes it whatever the size.
 AUTO_EXACT_MAX_PIXELS = 2048 * 2048
 AUTO_EXACT_MAX_ATTENTION_SHARE = 0.25
 AUTO_LOCAL_MAX_PIXELS = 4096 * 4096
@@ -40,12 +43,19 @@ LOCAL_ATTENTION_TILE_PX, LOCAL_ATTENTION_MARGIN_PX = 256, 256
 FAST_TILE_PX = 1024
 
 
-def vae_mode_for(mode: str, vae, height_px: int, width_px: int) -> str:
-    """The tiled VAE mode for a picture of this size: auto is exact while the picture is at most
-    AUTO_EXACT_MAX_PIXELS and global attention at most AUTO_EXACT_MAX_ATTENTION_SHARE of the
-    decoder's work, local_attention up to AUTO_LOCAL_MAX_PIXELS, fast above."""
+def vae_mode_for(mode: str, vae, height_px: int, width_px: int, which: str) -> str:
+    """The tiled VAE mode for the encode or decode (`which`: "encoder" or "decoder") of a picture
+    of this size. auto is exact on a GPU that holds exact mode's activations at that moment (the
+    UNet may hold some of its memory at one and not the other); elsewhere exact while the picture
+    is at most AUTO_EXACT_MAX_PIXELS and global attention at most AUTO_EXACT_MAX_ATTENTION_SHARE
+    of the decoder's work, local_attention up to AUTO_LOCAL_MAX_PIXELS, fast above."""
     if mode != VAE_AUTO:
         return mode
+    try:
+        if exact_parks_on_device(vae, height_px, width_px, which):
+            return "exact"
+    except UnsupportedVAE:
+        return "exact"  # the VAE nodes fall back to ComfyUI's own tiled path, whatever the mode
     area = height_px * width_px
     if area > AUTO_LOCAL_MAX_PIXELS:
         return "fast"
@@ -60,9 +70,9 @@ def vae_mode_for(mode: str, vae, height_px: int, width_px: int) -> str:
     return "exact" if share <= AUTO_EXACT_MAX_ATTENTION_SHARE else "local_attention"
 
 
-def _vae_settings(vae_mode: str, vae, height_px: int, width_px: int) -> dict:
+def _vae_settings(vae_mode: str, vae, height_px: int, width_px: int, which: str) -> dict:
     """TiledVAEEncode/TiledVAEDecode's settings for a picture of this size."""
-    mode = vae_mode_for(vae_mode, vae, height_px, width_px)
+    mode = vae_mode_for(vae_mode, vae, height_px, width_px, which)
     if mode == "local_attention":
         return {"mode": mode, "tile_size": LOCAL_ATTENTION_TILE_PX, "padding": LOCAL_ATTENTION_MARGIN_PX}
     return {"mode": mode, "tile_size": FAST_TILE_PX if mode == "fast" else 0}
@@ -83,7 +93,7 @@ def upscaled_canvas(image, latent, vae, upscale_by: float, upscale_model, vae_mo
         if pixels.shape[-2:] != (height, width):
             pixels = lr.resample(pixels.float(), height, width, "lanczos").clamp(0, 1)
         return TiledVAEEncode.execute(pixels=pixels.movedim(1, -1), vae=vae,
-                                      **_vae_settings(vae_mode, vae, height, width)).result[0]["samples"]
+                                      **_vae_settings(vae_mode, vae, height, width, "encoder")).result[0]["samples"]
     z = latent["samples"]
     height, width = max(1, round(z.shape[-2] * upscale_by)), max(1, round(z.shape[-1] * upscale_by))
     return lr.resample(z, height, width, "lanczos")
@@ -179,10 +189,11 @@ class ChessTileRedraw(io.ComfyNode):
                                       tooltip="An upscale model (ESRGAN...) for the pixel resize; without it, "
                                               "float lanczos."),
                 io.Combo.Input("vae_mode", options=list(VAE_MODES), default=VAE_AUTO, optional=True,
-                               tooltip="How the one encode and decode run (see Tiled VAE Decode). auto: exact up "
-                                       "to 2048x2048 px while the VAE's global attention stays under a quarter "
-                                       "of its work (SD's VAE: all of that range), else local_attention (linear "
-                                       "time, close to exact) up to 4096x4096, fast above (bounded memory)."),
+                               tooltip="How the one encode and decode run (see Tiled VAE Decode). auto: exact on a GPU "
+                                       "with room for its activations; otherwise exact up to 2048x2048 px while "
+                                       "the VAE's global attention stays under a quarter of its work (SD's VAE: "
+                                       "all of that range), else local_attention (linear time, close to exact) "
+                                       "up to 4096x4096, fast above (bounded memory)."),
             ],
             outputs=[io.Image.Output("IMAGE", tooltip="The redrawn picture."),
                      io.Latent.Output("LATENT", tooltip="Its latent, for chaining.")],
@@ -222,7 +233,8 @@ class ChessTileRedraw(io.ComfyNode):
         for patches in seams:
             redraw.run_pass(patches, seam_fix_denoise, tile_batch_size, tick)
         image_out = TiledVAEDecode.execute(samples={"samples": canvas}, vae=vae,
-                                           **_vae_settings(vae_mode, vae, height * ratio, width * ratio)).result[0]
+                                           **_vae_settings(vae_mode, vae, height * ratio, width * ratio,
+                                                           "decoder")).result[0]
         out_latent = dict(latent or {}, samples=canvas)
         out_latent.pop("noise_mask", None)
         return io.NodeOutput(image_out, out_latent)

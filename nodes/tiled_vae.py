@@ -42,15 +42,52 @@ def compile_program(vae, which: str) -> Program:
 CPU_AUTO_TILE_PX = 256
 
 
-def _resolve_tile(node: str, program: Program, tile_size: int, vae) -> int:
+# Exact mode parks its full-resolution activations on the GPU itself when they and a tile's working
+# set take at most this share of the free device memory: each pass then skips two trips through
+# host memory, which dominate exact mode's time on a GPU (bench/results/vae_decode_gpu.md).
+DEVICE_PARK_SHARE = 0.8
+DEVICE_PARK_MAX_SHARE = 0.6  # the activations alone; an automatic tile takes a share of the rest
+
+
+def _resolve_tile(node: str, program: Program, tile_size: int, vae, size: tuple[int, int], mode: str) -> int:
+    """The tile side in pixels; tile_size 0 picks one from free memory, leaving room on a GPU for
+    exact mode's parked activations of an input of this size (program input grid) where they fit."""
     minimum = tiled_vae.min_tile_px(program)
     if tile_size == 0:
-        tile = tiled_vae.auto_tile_px(program, mm.get_free_memory(vae.device), vae.vae_dtype)
-        return max(minimum, min(tile, CPU_AUTO_TILE_PX)) if vae.device.type == "cpu" else tile
+        free = mm.get_free_memory(vae.device)
+        if vae.device.type == "cpu":
+            return max(minimum, min(tiled_vae.auto_tile_px(program, free, vae.vae_dtype), CPU_AUTO_TILE_PX))
+        if mode != "fast":
+            parked = tiled_vae.parked_bytes(program, size[0], size[1], vae.vae_dtype)
+            if parked <= DEVICE_PARK_MAX_SHARE * free:
+                free -= parked
+        return max(minimum, tiled_vae.auto_tile_px(program, free, vae.vae_dtype))
     if tile_size < minimum:
         raise ValueError(f"{node}: tile_size {tile_size} is smaller than this VAE's minimum of {minimum} px; "
                          f"raise tile_size to {minimum} or more (0 picks a size from free memory)")
     return tile_size
+
+
+def park_device(program: Program, height: int, width: int, vae, tile: int, dtype: torch.dtype) -> torch.device:
+    """Where exact mode parks one sample's activations for an input of height x width."""
+    if vae.device.type == "cpu":
+        return vae.device
+    need = tiled_vae.parked_bytes(program, height, width, dtype) + tiled_vae.tile_working_bytes(program, tile, dtype)
+    return vae.device if need <= DEVICE_PARK_SHARE * mm.get_free_memory(vae.device) else torch.device("cpu")
+
+
+def exact_parks_on_device(vae, height_px: int, width_px: int, which: str) -> bool:
+    """Whether exact mode with an automatic tile would keep the encoder's or decoder's (`which`)
+    activations for a picture of this size on the VAE's GPU (False on a CPU). Raises
+    UnsupportedVAE as compile_program does."""
+    if vae.device.type == "cpu":
+        return False
+    mm.load_models_gpu([vae.patcher])  # free memory as the run will see it
+    program = compile_program(vae, which)
+    ratio = 1 if which == "encoder" else vae.spacial_compression_decode()
+    h, w = height_px // ratio, width_px // ratio
+    tile = _resolve_tile(which, program, 0, vae, (h, w), "exact")
+    return park_device(program, h, w, vae, tile, vae.vae_dtype) == vae.device
 
 
 def _run(node: str, program: Program, x: torch.Tensor, sink, *, vae, tile: int, mode: str, padding: int) -> None:
@@ -68,8 +105,9 @@ def _run(node: str, program: Program, x: torch.Tensor, sink, *, vae, tile: int, 
                                    dtype=dtype, tick=tick)
             else:
                 margin = padding if mode == "local_attention" else None
+                park = park_device(program, x.shape[-2], x.shape[-1], vae, tile, dtype)
                 tiled_vae.run_exact(program, x, sink, tile_px=tile, device=vae.device, dtype=dtype, tick=tick,
-                                    attention_margin_px=margin)
+                                    attention_margin_px=margin, park_device=park)
             return
         except tiled_vae.NonFiniteActivation:
             if dtype == torch.float32:
@@ -99,8 +137,10 @@ class TiledVAEDecode(io.ComfyNode):
                 io.Vae.Input("vae", tooltip="The VAE that matches the model the latent came from."),
                 io.Int.Input("tile_size", default=0, min=0, max=16384, step=8,
                              tooltip="Tile side in output pixels. 0 picks the largest size that fits the device's "
-                                     "free memory (256 on a CPU, where small tiles run faster). In exact mode the result does not depend on it; smaller tiles "
-                                     "use less device memory and run a little slower."),
+                                     "free memory, leaving room on a GPU for exact mode to keep its activations "
+                                     "there (256 on a CPU, where small tiles run faster). In exact mode the result "
+                                     "does not depend on it; smaller tiles use less device memory and run a little "
+                                     "slower."),
                 io.Combo.Input("mode", options=MODES, default="exact",
                                tooltip="exact: the same image as a whole-image decode (default); its attention "
                                        "grows with the square of the area. local_attention: exact statistics, each "
@@ -132,7 +172,7 @@ class TiledVAEDecode(io.ComfyNode):
             program = compile_program(vae, "decoder")
         except UnsupportedVAE as e:
             return io.NodeOutput(cls._fallback(vae, z, tile_size, padding, str(e)))
-        tile = _resolve_tile(node, program, tile_size, vae)
+        tile = _resolve_tile(node, program, tile_size, vae, z.shape[-2:], mode)
         height, width = program.out_size(z.shape[-2], z.shape[-1])
         image = torch.empty(z.shape[0], height, width, program.out_channels, device=mm.intermediate_device())
 
@@ -168,7 +208,8 @@ class TiledVAEEncode(io.ComfyNode):
                 io.Vae.Input("vae", tooltip="The VAE of the model that will use the latent."),
                 io.Int.Input("tile_size", default=0, min=0, max=16384, step=8,
                              tooltip="Tile side in input pixels. 0 picks the largest size that fits the device's "
-                                     "free memory (256 on a CPU). In exact mode the result does not depend on it."),
+                                     "free memory, leaving room on a GPU for exact mode to keep its activations "
+                                     "there (256 on a CPU). In exact mode the result does not depend on it."),
                 io.Combo.Input("mode", options=MODES, default="exact",
                                tooltip="exact: the same latent as a whole-image encode (default); its attention "
                                        "grows with the square of the area. local_attention: exact statistics, each "
@@ -199,7 +240,7 @@ class TiledVAEEncode(io.ComfyNode):
             tile = max(tile_size or 512, 64)
             return io.NodeOutput({"samples": vae.encode_tiled(pixels[..., :3], tile_x=tile, tile_y=tile,
                                                               overlap=max(ratio, padding))})
-        tile = _resolve_tile(node, program, tile_size, vae)
+        tile = _resolve_tile(node, program, tile_size, vae, pixels.shape[1:3], mode)
         x = vae.process_input(pixels[..., :3].movedim(-1, 1))
         height, width = program.out_size(x.shape[-2], x.shape[-1])
         latent = torch.empty(x.shape[0], program.out_channels, height, width, device=mm.intermediate_device())

@@ -142,8 +142,9 @@ def test_bad_inputs_get_clear_messages(nodes, unet, conds, vae, picture):
 def test_auto_vae_mode_follows_the_picture_size(nodes, unet, conds, vae, picture, monkeypatch):
     """auto: exact up to AUTO_EXACT_MAX_PIXELS while global attention is a small share of the
     VAE's work, local_attention beyond either up to AUTO_LOCAL_MAX_PIXELS, fast above, each with
-    the node's tile settings. (How close local_attention comes to exact is measured on
-    the trained demo VAE in test_tiled_vae_nodes.py; the tiny VAE's random attention is global.)"""
+    the node's tile settings; exact at any size on a GPU that holds its activations. (How close
+    local_attention comes to exact is measured on the trained demo VAE in test_tiled_vae_nodes.py;
+    the tiny VAE's random attention is global.)"""
     node = sys.modules[nodes["ChessTileRedraw"].__module__]  # the module ComfyUI loaded
     tiled_vae = node.TiledVAEDecode.execute.__globals__["tiled_vae"]
     runs = []
@@ -179,5 +180,14 @@ def test_auto_vae_mode_follows_the_picture_size(nodes, unet, conds, vae, picture
     runs.clear()
     redraw(nodes, unet, conds, vae, picture, **settings)
     assert [(name, tile) for name, tile, _ in runs] == [("run_fast", 128)] * 2
+
+    asked = []
+    monkeypatch.setattr(node, "exact_parks_on_device", lambda v, h, w, which: asked.append((h, w, which)) or True)
+    runs.clear()
+    gpu_image, _ = redraw(nodes, unet, conds, vae, picture, **settings)
+    assert asked == [(2 * SIZE, 2 * SIZE, "encoder"), (2 * SIZE, 2 * SIZE, "decoder")], "about the upscaled picture"
+    assert [(name, margin) for name, _, margin in runs] == [("run_exact", None)] * 2, \
+        "a GPU holding exact mode's activations: exact at any size"
+    torch.testing.assert_close(gpu_image, exact_image)
     with pytest.raises(ValueError, match="vae_mode must be one of"):
         redraw(nodes, unet, conds, vae, picture, vae_mode="quick")

@@ -1,5 +1,7 @@
 """TiledVAEEncode/TiledVAEDecode inside the real ComfyUI, against ComfyUI's own VAE nodes."""
 import logging
+import sys
+import types
 
 import pytest
 import torch
@@ -158,7 +160,8 @@ def test_local_attention_is_close_to_exact_on_the_trained_demo_vae(node):
     local = decode(node, vae, samples, tile_size=256, mode="local_attention", padding=256)  # ChessTileRedraw's
     fast = decode(node, vae, samples, tile_size=256, mode="fast", padding=96)
     print(f"PSNR vs exact: local_attention {psnr(local, exact):.1f} dB, fast {psnr(fast, exact):.1f} dB")
-    assert psnr(local, exact) > 34 and psnr(local, exact) > psnr(fast, exact) + 5
+    # 36.7 dB in float32 on a CPU; 33.8 on an H200, where the VAE runs in bfloat16.
+    assert psnr(local, exact) > 33 and psnr(local, exact) > psnr(fast, exact) + 5
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -240,3 +243,36 @@ def test_unknown_architecture_falls_back_with_a_message(node, caplog):
         out = decode(node, vae, samples, tile_size=64)
     assert "not one the exact tiled path understands" in caplog.text and "CustomAttention" in caplog.text
     assert out.shape == (1, 200, 152, 3)
+
+
+def test_exact_mode_parks_on_a_gpu_only_where_the_activations_fit(nodes, tiny_vae, monkeypatch):
+    """On a GPU, exact mode keeps its full-resolution activations on the device when they fit beside
+    a tile (each pass then skips two trips through host memory), and an automatic tile leaves them
+    room; on a CPU, or where they do not fit, they stay in host memory. (The GPU is faked: these are
+    the decisions; a GPU run of the same code is measured in bench/vae_bench.py.)"""
+    module = sys.modules[nodes["TiledVAEDecode"].__module__]  # the module ComfyUI loaded
+    program = module.compile_program(tiny_vae, "decoder")
+    h, w, f32 = 25, 19, torch.float32
+    parked = module.tiled_vae.parked_bytes(program, h, w, f32)
+    gpu, host = torch.device("cuda"), torch.device("cpu")
+    fake_gpu_vae = types.SimpleNamespace(
+        device=gpu, vae_dtype=f32, patcher=None, first_stage_model=tiny_vae.first_stage_model,
+        spacial_compression_decode=tiny_vae.spacial_compression_decode)
+    free = {"bytes": 0}
+    monkeypatch.setattr(module.mm, "get_free_memory", lambda *a, **k: free["bytes"])
+    monkeypatch.setattr(module.mm, "load_models_gpu", lambda *a, **k: None)
+
+    free["bytes"] = 1000 * parked
+    exact_tile = module._resolve_tile("t", program, 0, fake_gpu_vae, (h, w), "exact")
+    fast_tile = module._resolve_tile("t", program, 0, fake_gpu_vae, (h, w), "fast")
+    assert module.tiled_vae.auto_tile_px(program, free["bytes"] - parked, f32) == exact_tile <= fast_tile
+    assert module.park_device(program, h, w, fake_gpu_vae, exact_tile, f32) == gpu
+    assert module.exact_parks_on_device(fake_gpu_vae, 8 * h, 8 * w, "decoder")
+    assert module.park_device(program, h, w, tiny_vae, exact_tile, f32) == tiny_vae.device == host
+
+    free["bytes"] = parked  # the activations alone would take all of it
+    assert module._resolve_tile("t", program, 0, fake_gpu_vae, (h, w), "exact") == \
+        module._resolve_tile("t", program, 0, fake_gpu_vae, (h, w), "fast"), "no room is kept for them"
+    assert module.park_device(program, h, w, fake_gpu_vae, exact_tile, f32) == host
+    assert not module.exact_parks_on_device(fake_gpu_vae, 8 * h, 8 * w, "decoder")
+    assert not module.exact_parks_on_device(tiny_vae, 8 * h, 8 * w, "decoder"), "never on a CPU"

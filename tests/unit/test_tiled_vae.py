@@ -1,8 +1,11 @@
 import pytest
 import torch
 
+import weakref
+
+from expanse.core import tiled_vae
 from expanse.core.tiled_vae import (NonFiniteActivation, auto_tile_px, global_attention_share, min_tile_px,
-                                    run_exact, run_fast, steps_per_sample)
+                                    parked_bytes, run_exact, run_fast, steps_per_sample, tile_working_bytes)
 from expanse.core.tiling import Box
 from expanse.core.vae_program import UnsupportedVAE, compile_decoder, compile_encoder
 from reference_vae import Autoencoder, randomize
@@ -194,3 +197,33 @@ def test_tile_size_helpers_follow_the_architecture():
     small = auto_tile_px(prog, 64 << 20, torch.float32)
     large = auto_tile_px(prog, 16 << 30, torch.float32)
     assert min_tile_px(prog) <= small < large <= 2048
+    assert tile_working_bytes(prog, large, torch.float32) <= 0.4 * (16 << 30)
+    assert tile_working_bytes(prog, 64, torch.float16) * 2 == tile_working_bytes(prog, 64, torch.float32)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("which", ["encoder", "decoder"])
+def test_parked_bytes_is_the_peak_a_run_holds(monkeypatch, layout, which):
+    """parked_bytes decides whether exact mode may park on the device: it must be what a run
+    really keeps alive at once, measured by following every parked activation's lifetime."""
+    model = randomize(Autoencoder(**LAYOUTS[layout]))
+    prog = compile_encoder(model) if which == "encoder" else compile_decoder(model)
+    x = (torch.rand(1, 3, 44, 52) if which == "encoder"
+         else torch.randn(1, model.decoder.conv_in.in_channels, 11, 13))
+    live, peak = [0], [0]
+    real_empty, real_of = tiled_vae._Parked.empty, tiled_vae._Parked.of
+
+    def track(parked):
+        size = parked.data.numel() * parked.data.element_size()
+        live[0] += size
+        peak[0] = max(peak[0], live[0])
+        weakref.finalize(parked.data, lambda: live.__setitem__(0, live[0] - size))
+        return parked
+
+    monkeypatch.setattr(tiled_vae._Parked, "empty", staticmethod(lambda *a, **k: track(real_empty(*a, **k))))
+    # A copy of the input, as parking it on another device makes: the caller's tensor outlives the run.
+    monkeypatch.setattr(tiled_vae._Parked, "of", staticmethod(lambda data: track(real_of(data.clone()))))
+    run(prog, x, tile_px=24)
+    assert peak[0] == parked_bytes(prog, *x.shape[-2:], torch.float32)
+    assert parked_bytes(prog, 88, 104, torch.float16) * 8 == parked_bytes(prog, 176, 208, torch.float32)
+
