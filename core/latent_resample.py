@@ -218,16 +218,23 @@ def _lanczos(x: torch.Tensor, height: int, width: int, antialias: bool) -> torch
     # Gathering each output's few taps costs O(output x taps): a dense matrix would cost
     # O(output x input) per row, far too much for the latent of a gigapixel picture.
     if width != x.shape[-1]:
-        x = _lanczos_last_dim(x, width, antialias)
+        x = _lanczos_dim(x, width, -1, antialias)
     if height != x.shape[-2]:
-        x = _lanczos_last_dim(x.transpose(-1, -2), height, antialias).transpose(-1, -2)
+        x = _lanczos_dim(x, height, -2, antialias)  # whole rows gathered: no transpose needed
     return x.contiguous()
 
 
-def _lanczos_last_dim(x: torch.Tensor, size: int, antialias: bool) -> torch.Tensor:
-    index, weight = _lanczos_taps(x.shape[-1], size, antialias=antialias, lobes=LANCZOS_LOBES)
-    taps = x.index_select(-1, index.flatten().to(x.device)).unflatten(-1, index.shape)
-    return (taps * weight.to(x.device, x.dtype)).sum(dim=-1)
+def _lanczos_dim(x: torch.Tensor, size: int, dim: int, antialias: bool) -> torch.Tensor:
+    index, weight = _lanczos_taps(x.shape[dim], size, antialias=antialias, lobes=LANCZOS_LOBES)
+    index, weight = index.to(x.device), weight.to(x.device, x.dtype)
+    along = [1] * x.ndim
+    along[dim] = -1
+    # One tap at a time: gathering all taps at once would hold (taps x output) values, 7x the
+    # output when enlarging, and runs slower for the memory traffic.
+    out = x.index_select(dim, index[:, 0]) * weight[:, 0].view(along)
+    for k in range(1, index.shape[1]):
+        out.addcmul_(x.index_select(dim, index[:, k]), weight[:, k].view(along))
+    return out
 
 
 def _lanczos_taps(size_in: int, size_out: int, *, antialias: bool, lobes: int) -> tuple[torch.Tensor, torch.Tensor]:
