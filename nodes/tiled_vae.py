@@ -97,15 +97,19 @@ def _run(node: str, program: Program, x: torch.Tensor, sink, *, vae, tile: int, 
     mm.load_models_gpu([vae.patcher])
     steps = x.shape[0] * tiled_vae.steps_per_sample(program, x.shape[-2], x.shape[-1], tile, mode == "fast")
     dtype = vae.vae_dtype
+    host = torch.device("cpu")
+    may_park_on_device = True
     while True:
         tick = progress_ticker(steps)
+        park = host
         try:
             if mode == "fast":
                 tiled_vae.run_fast(program, x, sink, tile_px=tile, padding_px=padding, device=vae.device,
                                    dtype=dtype, tick=tick)
             else:
                 margin = padding if mode == "local_attention" else None
-                park = park_device(program, x.shape[-2], x.shape[-1], vae, tile, dtype)
+                if may_park_on_device:
+                    park = park_device(program, x.shape[-2], x.shape[-1], vae, tile, dtype)
                 tiled_vae.run_exact(program, x, sink, tile_px=tile, device=vae.device, dtype=dtype, tick=tick,
                                     attention_margin_px=margin, park_device=park)
             return
@@ -115,6 +119,14 @@ def _run(node: str, program: Program, x: torch.Tensor, sink, *, vae, tile: int, 
                                  "check the input for NaN or infinite values")
             log.warning("%s: %s overflowed; recomputing in float32", node, dtype)
             dtype = torch.float32
+        except torch.cuda.OutOfMemoryError:
+            # Free memory is a snapshot: another process, or fragmentation, can take what it promised.
+            if park.type == "cpu":
+                raise
+            log.warning("%s: the GPU ran out of memory with the activations parked on it; "
+                        "redoing the run with them in RAM", node)
+            may_park_on_device = False
+            mm.soft_empty_cache()
 
 
 def _check_batch(node: str, name: str, t: torch.Tensor, item: str) -> None:

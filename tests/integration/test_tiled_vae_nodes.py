@@ -276,3 +276,38 @@ def test_exact_mode_parks_on_a_gpu_only_where_the_activations_fit(nodes, tiny_va
     assert module.park_device(program, h, w, fake_gpu_vae, exact_tile, f32) == host
     assert not module.exact_parks_on_device(fake_gpu_vae, 8 * h, 8 * w, "decoder")
     assert not module.exact_parks_on_device(tiny_vae, 8 * h, 8 * w, "decoder"), "never on a CPU"
+
+
+def test_out_of_memory_with_activations_on_the_gpu_redoes_the_run_in_ram(node, nodes, tiny_vae, monkeypatch,
+                                                                          caplog):
+    """Free memory is a snapshot: if the device runs out with exact mode's activations parked on it,
+    the node redoes the run with them in RAM instead of failing; out of memory with them in RAM is
+    the caller's error, as before. (A CPU run stands in for the device; the out-of-memory error is
+    raised where the GPU would raise it.)"""
+    module = sys.modules[nodes["TiledVAEDecode"].__module__]
+    samples = latent()
+    expected = decode(node, tiny_vae, samples, tile_size=64)
+    parks = []
+    real_run_exact = module.tiled_vae.run_exact
+
+    def run_exact(*args, park_device, **kwargs):
+        parks.append(park_device.type)
+        if park_device.type == "cuda":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_run_exact(*args, park_device=park_device, **kwargs)
+
+    monkeypatch.setattr(module.tiled_vae, "run_exact", run_exact)
+    monkeypatch.setattr(module, "park_device", lambda *a, **k: torch.device("cuda"))
+    with caplog.at_level(logging.WARNING):
+        image = decode(node, tiny_vae, samples, tile_size=64)
+    assert parks == ["cuda", "cpu"]
+    assert "ran out of memory" in caplog.text
+    torch.testing.assert_close(image, expected)
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("out of memory")
+
+    monkeypatch.setattr(module.tiled_vae, "run_exact", out_of_memory)
+    monkeypatch.setattr(module, "park_device", lambda *a, **k: torch.device("cpu"))
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        decode(node, tiny_vae, samples, tile_size=64)
