@@ -54,14 +54,11 @@ def vae_mode_for(mode: str, vae, height_px: int, width_px: int, which: str) -> s
     try:
         if exact_parks_on_device(vae, height_px, width_px, which):
             return "exact"
-    except UnsupportedVAE:
-        return "exact"  # the VAE nodes fall back to ComfyUI's own tiled path, whatever the mode
-    area = height_px * width_px
-    if area > AUTO_LOCAL_MAX_PIXELS:
-        return "fast"
-    if area > AUTO_EXACT_MAX_PIXELS:
-        return "local_attention"
-    try:
+        area = height_px * width_px
+        if area > AUTO_LOCAL_MAX_PIXELS:
+            return "fast"
+        if area > AUTO_EXACT_MAX_PIXELS:
+            return "local_attention"
         decoder = compile_program(vae, "decoder")
     except UnsupportedVAE:
         return "exact"  # the VAE nodes fall back to ComfyUI's own tiled path, whatever the mode
