@@ -53,3 +53,51 @@ def test_another_seed_gives_other_weights(first_run, tmp_path):
     train(tmp_path, out_d, "--seed", "1")
     a, d = load_file(str(out_a)), load_file(str(out_d))
     assert any(not (a[k] == d[k]).all() for k in a if a[k].is_floating_point())
+
+
+def test_joint_refit_changes_only_the_vae_and_records_itself(first_run, tmp_path):
+    """--joint-from on an exported file: the UNet and text encoder are copied through bit for bit,
+    the VAE moves, and the file's metadata lists the refit with its loss."""
+    import json
+
+    from safetensors import safe_open
+
+    _, out_a, _ = first_run
+    out_r = tmp_path / "refit.safetensors"
+    log = train(tmp_path, out_r, "--joint-from", str(out_a), "--joint-loss", "log-mse")
+    assert "[vae-joint] 3/3" in log and "[unet]" not in log
+    a, r = load_file(str(out_a)), load_file(str(out_r))
+    assert a.keys() == r.keys()
+    changed = {k for k in a if not (a[k] == r[k]).all()}
+    assert changed and all(k.startswith("vae.") for k in changed)
+    with safe_open(str(out_r), framework="pt") as f:
+        training = json.loads(f.metadata()["expanse_demo"])["training"]
+    assert training["refits"][-1]["stage"] == "fit_joint"
+    assert training["refits"][-1]["joint_loss"] == "log-mse"
+    assert training["joint_loss"] == "log-mse"
+
+
+def test_log_mse_loss_is_minus_a_tenth_of_the_mean_psnr(monkeypatch):
+    """The refit's loss is the model card's measure: per-picture PSNR on the 0..1 scale of the
+    clamped decode, averaged over pictures."""
+    import importlib.util
+    import math
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("demo_train", ROOT / "demo" / "train.py")
+    demo_train = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, demo_train)  # its dataclasses look their module up
+    spec.loader.exec_module(demo_train)
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(3, 3, 16, 16, generator=g) * 2 - 1
+    recon = x + torch.randn(3, 3, 16, 16, generator=g) * torch.tensor([0.1, 0.2, 0.4]).view(3, 1, 1, 1)
+    psnrs = []
+    for picture, target in zip(recon, x):
+        mse = torch.mean(((picture.clamp(-1, 1) + 1) / 2 - (target + 1) / 2) ** 2).item()
+        psnrs.append(10 * math.log10(1 / mse))
+    loss = demo_train.log_mse_loss(recon, x).item()
+    # Within 0.01 dB: the loss's 1e-6 guard against log(0) is negligible at these errors.
+    assert loss == pytest.approx(-sum(psnrs) / len(psnrs) / 10, abs=1e-3)
+    assert max(psnrs) - min(psnrs) > 10  # pictures of very different quality, averaged in dB
