@@ -90,14 +90,17 @@ def main() -> None:
     started = time.monotonic()
 
     rng = np.random.default_rng([2026, 11, 23])  # a stream training never draws from
-    psnrs = []
+    psnrs, psnr_by_kind = [], {}
     for _ in range(args.psnr_images):
-        image, _ = scenes.sample(rng, 256, 256)
+        image, caption = scenes.sample(rng, 256, 256)
         pixels = torch.from_numpy(image).unsqueeze(0)
         recon = nodes["VAEDecode"]().decode(vae, nodes["VAEEncode"]().encode(vae, pixels)[0])[0]
         mse = torch.mean((recon - pixels) ** 2).item()
         psnrs.append(10 * math.log10(1.0 / max(mse, 1e-12)))
-    print(f"VAE PSNR at 256x256 over {len(psnrs)} held-out scenes: {np.mean(psnrs):.2f} dB", flush=True)
+        psnr_by_kind.setdefault(scenes.scene_from_caption(caption).kind, []).append(psnrs[-1])
+    psnr_by_kind = {kind: f"{np.mean(values):.2f} dB over {len(values)}" for kind, values in psnr_by_kind.items()}
+    print(f"VAE PSNR at 256x256 over {len(psnrs)} held-out scenes: {np.mean(psnrs):.2f} dB; by kind {psnr_by_kind}",
+          flush=True)
 
     captions = scenes.held_out_captions(args.captions, seed=2026)
     passed, by_kind, sheet = 0, {}, []
@@ -121,6 +124,7 @@ def main() -> None:
         "weights": args.weights.name,
         "vae_psnr_db_256": round(float(np.mean(psnrs)), 2),
         "vae_psnr_images": len(psnrs),
+        "vae_psnr_by_kind": psnr_by_kind,
         "caption_adherence": round(adherence, 3),
         "caption_adherence_by_kind": {k: f"{h}/{n}" for k, (h, n) in by_kind.items()},
         "captions": len(captions),
