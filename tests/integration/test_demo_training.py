@@ -88,6 +88,7 @@ def test_log_mse_loss_is_minus_a_tenth_of_the_mean_psnr(monkeypatch):
     spec = importlib.util.spec_from_file_location("demo_train", ROOT / "demo" / "train.py")
     demo_train = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, demo_train)  # its dataclasses look their module up
+    monkeypatch.setattr(sys, "path", sys.path.copy())  # it puts scripts/ on the path when imported
     spec.loader.exec_module(demo_train)
 
     g = torch.Generator().manual_seed(3)
