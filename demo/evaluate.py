@@ -90,15 +90,15 @@ def main() -> None:
     started = time.monotonic()
 
     rng = np.random.default_rng([2026, 11, 23])  # a stream training never draws from
-    psnrs, psnr_by_kind = [], {}
+    psnrs, psnrs_by_kind = [], {}
     for _ in range(args.psnr_images):
         image, caption = scenes.sample(rng, 256, 256)
         pixels = torch.from_numpy(image).unsqueeze(0)
         recon = nodes["VAEDecode"]().decode(vae, nodes["VAEEncode"]().encode(vae, pixels)[0])[0]
         mse = torch.mean((recon - pixels) ** 2).item()
         psnrs.append(10 * math.log10(1.0 / max(mse, 1e-12)))
-        psnr_by_kind.setdefault(scenes.scene_from_caption(caption).kind, []).append(psnrs[-1])
-    psnr_by_kind = {kind: f"{np.mean(values):.2f} dB over {len(values)}" for kind, values in psnr_by_kind.items()}
+        psnrs_by_kind.setdefault(scenes.scene_from_caption(caption).kind, []).append(psnrs[-1])
+    psnr_by_kind = {kind: f"{np.mean(values):.2f} dB over {len(values)}" for kind, values in psnrs_by_kind.items()}
     print(f"VAE PSNR at 256x256 over {len(psnrs)} held-out scenes: {np.mean(psnrs):.2f} dB; by kind {psnr_by_kind}",
           flush=True)
 
