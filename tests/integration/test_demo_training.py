@@ -77,6 +77,24 @@ def test_joint_refit_changes_only_the_vae_and_records_itself(first_run, tmp_path
     assert training["joint_loss"] == "log-mse"
 
 
+def test_hour_schedule_skips_stages_1b_1c_and_frees_the_encoder(tmp_path):
+    """--schedule hour: no crop or decoder-only stage, stage 1d without the anchor (the UNet comes
+    after it), and the file records the schedule; an explicit flag still overrides the preset."""
+    import json
+
+    from safetensors import safe_open
+
+    out = tmp_path / "hour.safetensors"
+    log = train(tmp_path, out, "--schedule", "hour", "--joint-lr", "2e-4")
+    assert "[vae] 4/4" in log and "[vae-joint] 3/3" in log and "[unet] 6/6" in log
+    assert "[vae-fit]" not in log and "[vae-decoder]" not in log and "latent drift" not in log
+    with safe_open(str(out), framework="pt") as f:
+        training = json.loads(f.metadata()["expanse_demo"])["training"]
+    assert training["schedule"] == "hour" and training["fit_steps"] == training["dec_steps"] == 0
+    assert training["joint_loss"] == "log-mse" and training["joint_anchor"] == 0.0
+    assert training["joint_lr"] == 2e-4
+
+
 def test_log_mse_loss_is_minus_a_tenth_of_the_mean_psnr(monkeypatch):
     """The refit's loss is the model card's measure: per-picture PSNR on the 0..1 scale of the
     clamped decode, averaged over pictures."""
