@@ -565,9 +565,14 @@ def main() -> None:
     if p.parse_known_args()[0].schedule == "hour":
         p.set_defaults(**HOUR_SCHEDULE)
     args = p.parse_args()
+    if args.schedule == "hour" and (args.joint_from or args.decoder_from):
+        # The preset frees the encoder, which would move the latents under the file's trained UNet.
+        p.error("--schedule hour trains from scratch; --joint-from and --decoder-from refit an exported "
+                "file's VAE with the full schedule's settings (leave --schedule out)")
     if args.quick:  # a schedule's skipped stages stay skipped
         args.vae_steps, args.unet_steps, args.unet_fine_steps, args.log_every = 4, 4, 2, 2
-        args.fit_steps, args.dec_steps, args.joint_steps = (min(n, 3) for n in (args.fit_steps, args.dec_steps, args.joint_steps))
+        args.fit_steps, args.dec_steps, args.joint_steps = (min(n, 3) for n in
+                                                            (args.fit_steps, args.dec_steps, args.joint_steps))
         args.dataset_size, args.fine_dataset_size = 128, 64
     default_dir = ROOT / ".cache" / ("demo-quick" if args.quick else "demo-train")
     args.workdir = args.workdir or default_dir

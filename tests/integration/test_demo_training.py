@@ -95,6 +95,16 @@ def test_hour_schedule_skips_stages_1b_1c_and_frees_the_encoder(tmp_path):
     assert training["joint_lr"] == 2e-4
 
 
+def test_hour_schedule_refuses_to_refit_an_exported_file(first_run, tmp_path):
+    """A refit must keep the latents the file's UNet was trained on; the hour preset frees the encoder."""
+    _, out_a, _ = first_run
+    proc = subprocess.run([sys.executable, str(ROOT / "demo" / "train.py"), "--quick", "--schedule", "hour",
+                           "--joint-from", str(out_a), "--out", str(tmp_path / "r.safetensors")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and "--schedule hour trains from scratch" in proc.stderr
+    assert not (tmp_path / "r.safetensors").exists()
+
+
 def test_log_mse_loss_is_minus_a_tenth_of_the_mean_psnr(monkeypatch):
     """The refit's loss is the model card's measure: per-picture PSNR on the 0..1 scale of the
     clamped decode, averaged over pictures."""
