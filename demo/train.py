@@ -291,12 +291,13 @@ JOINT_SIDES = (256, 256, 320)
 
 
 def fit_joint(args, vae, device) -> torch.nn.Module:
-    """Stage 1d: encoder and decoder together on whole scenes, the latents held near the ones the
-    UNet was trained on.
+    """Stage 1d: encoder and decoder together on whole scenes, the latents held (with
+    --joint-anchor > 0) near the ones the UNet was or will be trained on.
 
     A whole 256 px scene carries more detail than the decoder alone can recover from stage 1b's
     latents (1c stops near 26.5 dB); letting the encoder move lets the latent keep more of it. The
-    anchor term, the latents' mean squared change over their variance, keeps the UNet valid."""
+    anchor term, the latents' mean squared change over their variance, keeps an exported file's UNet
+    valid; the hour schedule sets it to 0, as its UNet is trained afterwards on the new latents."""
     import copy
 
     # Without an anchor (a from-scratch run, where the UNet is trained after this stage) the
@@ -566,7 +567,8 @@ def main() -> None:
         p.set_defaults(**HOUR_SCHEDULE)
     args = p.parse_args()
     if args.schedule == "hour" and (args.joint_from or args.decoder_from):
-        # The preset frees the encoder, which would move the latents under the file's trained UNet.
+        # Under the preset a joint refit would free the encoder (moving the latents under the
+        # file's trained UNet) and a decoder refit would run for 0 steps.
         p.error("--schedule hour trains from scratch; --joint-from and --decoder-from refit an exported "
                 "file's VAE with the full schedule's settings (leave --schedule out)")
     if args.quick:  # a schedule's skipped stages stay skipped
