@@ -1,20 +1,32 @@
 """demo/train.py: deterministic from its seed and resumable from its checkpoints (a few steps of
 each stage, so the test takes seconds rather than the hour a real run takes)."""
+import json
 import pathlib
 import subprocess
 import sys
 
 import pytest
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def train(workdir: pathlib.Path, out: pathlib.Path, *extra: str) -> str:
-    proc = subprocess.run([sys.executable, str(ROOT / "demo" / "train.py"), "--quick", "--workdir", str(workdir),
+def run_train(workdir: pathlib.Path, out: pathlib.Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "demo" / "train.py"), "--quick", "--workdir", str(workdir),
                            "--out", str(out), *extra], capture_output=True, text=True, timeout=600)
+
+
+def train(workdir: pathlib.Path, out: pathlib.Path, *extra: str) -> str:
+    proc = run_train(workdir, out, *extra)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return proc.stdout
+
+
+def training_record(path: pathlib.Path) -> dict:
+    """The `training` settings a weight file's metadata records."""
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads(f.metadata()["expanse_demo"])["training"]
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +70,6 @@ def test_another_seed_gives_other_weights(first_run, tmp_path):
 def test_joint_refit_changes_only_the_vae_and_records_itself(first_run, tmp_path):
     """--joint-from on an exported file: the UNet and text encoder are copied through bit for bit,
     the VAE moves, and the file's metadata lists the refit with its loss."""
-    import json
-
-    from safetensors import safe_open
-
     _, out_a, _ = first_run
     out_r = tmp_path / "refit.safetensors"
     log = train(tmp_path, out_r, "--joint-from", str(out_a), "--joint-loss", "log-mse")
@@ -70,8 +78,7 @@ def test_joint_refit_changes_only_the_vae_and_records_itself(first_run, tmp_path
     assert a.keys() == r.keys()
     changed = {k for k in a if not (a[k] == r[k]).all()}
     assert changed and all(k.startswith("vae.") for k in changed)
-    with safe_open(str(out_r), framework="pt") as f:
-        training = json.loads(f.metadata()["expanse_demo"])["training"]
+    training = training_record(out_r)
     assert training["refits"][-1]["stage"] == "fit_joint"
     assert training["refits"][-1]["joint_loss"] == "log-mse"
     assert training["joint_loss"] == "log-mse"
@@ -80,16 +87,11 @@ def test_joint_refit_changes_only_the_vae_and_records_itself(first_run, tmp_path
 def test_hour_schedule_skips_stages_1b_1c_and_frees_the_encoder(tmp_path):
     """--schedule hour: no crop or decoder-only stage, stage 1d without the anchor (the UNet comes
     after it), and the file records the schedule; an explicit flag still overrides the preset."""
-    import json
-
-    from safetensors import safe_open
-
     out = tmp_path / "hour.safetensors"
     log = train(tmp_path, out, "--schedule", "hour", "--joint-lr", "2e-4")
     assert "[vae] 4/4" in log and "[vae-joint] 3/3" in log and "[unet] 6/6" in log
     assert "[vae-fit]" not in log and "[vae-decoder]" not in log and "latent drift" not in log
-    with safe_open(str(out), framework="pt") as f:
-        training = json.loads(f.metadata()["expanse_demo"])["training"]
+    training = training_record(out)
     assert training["schedule"] == "hour" and training["fit_steps"] == training["dec_steps"] == 0
     assert training["joint_loss"] == "log-mse" and training["joint_anchor"] == 0.0
     assert training["joint_lr"] == 2e-4
@@ -98,9 +100,7 @@ def test_hour_schedule_skips_stages_1b_1c_and_frees_the_encoder(tmp_path):
 def test_hour_schedule_refuses_to_refit_an_exported_file(first_run, tmp_path):
     """A refit must keep the latents the file's UNet was trained on; the hour preset frees the encoder."""
     _, out_a, _ = first_run
-    proc = subprocess.run([sys.executable, str(ROOT / "demo" / "train.py"), "--quick", "--schedule", "hour",
-                           "--joint-from", str(out_a), "--out", str(tmp_path / "r.safetensors")],
-                          capture_output=True, text=True, timeout=600)
+    proc = run_train(tmp_path, tmp_path / "r.safetensors", "--schedule", "hour", "--joint-from", str(out_a))
     assert proc.returncode != 0 and "--schedule hour trains from scratch" in proc.stderr
     assert not (tmp_path / "r.safetensors").exists()
 
