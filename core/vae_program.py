@@ -254,10 +254,11 @@ def _network(autoencoder: nn.Module, name: str, levels: str) -> tuple[nn.Module,
     net = getattr(autoencoder, name, None)
     if net is None:
         raise UnsupportedVAE(f"{type(autoencoder).__name__} has no {name}")
-    for attr in ("conv3d", "time_compress"):
-        if getattr(net, attr, None):
-            raise UnsupportedVAE(f"a video (3-D) {type(net).__name__}")
     _require(net, "conv_in", "mid", "norm_out", "conv_out", levels, "num_resolutions")
+    # A video network is told by its convolutions, not by attributes: since ComfyUI 0.3.76 every
+    # 2-D Encoder carries a `time_compress` (8 for SD's) and video ones are built of 3-D convolutions.
+    if not isinstance(net.conv_in, nn.Conv2d):
+        raise UnsupportedVAE(f"a video (3-D) {type(net).__name__} (its conv_in is a {type(net.conv_in).__name__})")
     _require(net.mid, "block_1", "attn_1", "block_2")
     return net, getattr(net, levels)
 

@@ -12,6 +12,7 @@ from comfy_api.latest import io
 from ..core import tiled_vae
 from ..core.tiling import Box
 from ..core.vae_program import Program, UnsupportedVAE, compile_decoder, compile_encoder
+from .compat import comfy_tiled_decode, comfy_tiled_encode
 from .host import CATEGORY, progress_ticker
 
 log = logging.getLogger("expanse")
@@ -200,9 +201,7 @@ class TiledVAEDecode(io.ComfyNode):
         log.warning("TiledVAEDecode: this VAE's architecture is not one the exact tiled path understands (%s); "
                     "falling back to ComfyUI's own tiled decode, which does not share statistics between tiles",
                     reason)
-        ratio = vae.spacial_compression_decode()
-        tile = max(tile_size or 512, 64) // ratio
-        return vae.decode_tiled(z, tile_x=tile, tile_y=tile, overlap=max(1, padding // ratio))
+        return comfy_tiled_decode(vae, z, tile_size or 512, padding)
 
 
 class TiledVAEEncode(io.ComfyNode):
@@ -249,9 +248,7 @@ class TiledVAEEncode(io.ComfyNode):
         except UnsupportedVAE as e:
             log.warning("TiledVAEEncode: this VAE's architecture is not one the exact tiled path understands (%s); "
                         "falling back to ComfyUI's own tiled encode", e)
-            tile = max(tile_size or 512, 64)
-            return io.NodeOutput({"samples": vae.encode_tiled(pixels[..., :3], tile_x=tile, tile_y=tile,
-                                                              overlap=max(ratio, padding))})
+            return io.NodeOutput({"samples": comfy_tiled_encode(vae, pixels[..., :3], tile_size or 512, padding)})
         tile = _resolve_tile(node, program, tile_size, vae, pixels.shape[1:3], mode)
         x = vae.process_input(pixels[..., :3].movedim(-1, 1))
         height, width = program.out_size(x.shape[-2], x.shape[-1])

@@ -200,22 +200,17 @@ def test_fp16_overflow_is_recomputed_in_float32(node, caplog):
     assert rel_l2(ours, reference) < 1e-3
 
 
-def test_progress_and_cancel(node, tiny_vae):
+def test_progress_and_cancel(node, tiny_vae, progress_updates):
     import comfy.model_management as mm
-    import comfy.utils
 
-    updates = []
-    previous = comfy.utils.PROGRESS_BAR_HOOK
-    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: updates.append((value, total)))
     try:
         decode(node, tiny_vae, latent(), tile_size=64)
-        assert len(updates) > 10 and updates[-1][0] == updates[-1][1]
+        assert len(progress_updates) > 10 and progress_updates[-1][0] == progress_updates[-1][1]
         mm.interrupt_current_processing(True)
         with pytest.raises(mm.InterruptProcessingException):
             decode(node, tiny_vae, latent(), tile_size=64)
     finally:
         mm.interrupt_current_processing(False)
-        comfy.utils.set_progress_bar_global_hook(previous)
 
 
 def test_bad_inputs_name_the_input(node, tiny_vae):
@@ -231,18 +226,34 @@ def test_bad_inputs_name_the_input(node, tiny_vae):
         encode(node, tiny_vae, image(64, 64), tile_size=8)
 
 
-def test_unknown_architecture_falls_back_with_a_message(node, caplog):
+@pytest.mark.parametrize("tile", [64, 128])
+@pytest.mark.parametrize("inference_mode", [False, True])
+def test_unknown_architecture_falls_back_with_a_message(node, caplog, tile, inference_mode):
+    """ComfyUI's own tiled VAE takes over, said in the log; its tile is at least as large as the
+    overlap asked for (padding 64/96 px at 64-128 px tiles once divided by zero), and it runs both
+    under ComfyUI's inference mode and outside it."""
     vae = tiny_models.tiny_vae()
+    for net in (vae.first_stage_model.decoder, vae.first_stage_model.encoder):
+        class CustomAttention(type(net.mid.attn_1)):
+            pass
 
-    class CustomAttention(type(vae.first_stage_model.decoder.mid.attn_1)):
-        pass
-
-    vae.first_stage_model.decoder.mid.attn_1.__class__ = CustomAttention
-    samples = latent()
-    with caplog.at_level(logging.WARNING):
-        out = decode(node, vae, samples, tile_size=64)
-    assert "not one the exact tiled path understands" in caplog.text and "CustomAttention" in caplog.text
-    assert out.shape == (1, 200, 152, 3)
+        net.mid.attn_1.__class__ = CustomAttention
+    samples, pixels = latent(), image()
+    with caplog.at_level(logging.WARNING), torch.inference_mode(inference_mode):
+        out = decode(node, vae, samples, tile_size=tile)
+        z = encode(node, vae, pixels, tile_size=tile)
+    for which in ("TiledVAEDecode", "TiledVAEEncode"):
+        assert f"{which}: this VAE's architecture is not one the exact tiled path understands" in caplog.text
+    assert "CustomAttention" in caplog.text
+    assert out.shape == (1, 200, 152, 3) and z.shape == (1, 4, 25, 19)
+    assert not out.is_inference() or inference_mode
+    # It is ComfyUI's own tiled path, with the overlap (padding 96 / 64 px asked) cut to a quarter
+    # of the tile.
+    with torch.inference_mode():
+        theirs_image = vae.decode_tiled(samples["samples"], tile_x=tile // 8, tile_y=tile // 8, overlap=tile // 32)
+        theirs_latent = vae.encode_tiled(pixels, tile_x=tile, tile_y=tile, overlap=tile // 4)
+    torch.testing.assert_close(out, theirs_image)
+    torch.testing.assert_close(z, theirs_latent)
 
 
 def test_exact_mode_parks_on_a_gpu_only_where_the_activations_fit(nodes, tiny_vae, monkeypatch):

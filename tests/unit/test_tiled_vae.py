@@ -190,6 +190,19 @@ def test_unsupported_structures_are_named():
         compile_decoder(torch.nn.Linear(2, 2))
 
 
+def test_video_networks_are_told_by_their_convolutions():
+    """ComfyUI 0.3.76+ gives every 2-D Encoder a `time_compress` (8 for SD's): that is no video
+    network, and it compiles; one whose first convolution is 3-D is refused by name."""
+    model = Autoencoder()
+    model.encoder.time_compress = 8
+    model.decoder.time_compress = 8
+    assert compile_encoder(model).output_scale == compile_encoder(Autoencoder()).output_scale
+    compile_decoder(model)
+    model.encoder.conv_in = torch.nn.Conv3d(3, model.encoder.conv_in.out_channels, 3, padding=1)
+    with pytest.raises(UnsupportedVAE, match="video .*Conv3d"):
+        compile_encoder(model)
+
+
 def test_tile_size_helpers_follow_the_architecture():
     model = Autoencoder()  # 2 up-samplings: 4 px per latent px
     prog = compile_decoder(model)
