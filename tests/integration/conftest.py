@@ -34,6 +34,24 @@ def single_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def progress_updates(comfy_nodes, monkeypatch):
+    """Every (value, total) given to a ComfyUI ProgressBar during the test. Recorded at the bar,
+    not at the global hook: ComfyUI 0.33.0 throttles what reaches the hook (first, last, and one
+    update per interval)."""
+    import comfy.utils
+
+    seen = []
+    update_absolute = comfy.utils.ProgressBar.update_absolute
+
+    def record(bar, value, total=None, preview=None):
+        update_absolute(bar, value, total, preview)
+        seen.append((bar.current, bar.total))
+
+    monkeypatch.setattr(comfy.utils.ProgressBar, "update_absolute", record)
+    return seen
+
+
 @pytest.fixture(scope="session")
 def node(comfy_nodes):
     """node("KSampler") -> the registered class, ours or ComfyUI's."""

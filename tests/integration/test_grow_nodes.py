@@ -119,17 +119,9 @@ def test_same_seed_same_picture_and_stage_sizes_follow_the_plan(nodes, unet, con
     assert not torch.equal(final["samples"], other["samples"])
 
 
-def test_one_progress_bar_over_every_stage(nodes, unet, conds):
-    import comfy.utils
-
-    seen = []
-    previous = comfy.utils.PROGRESS_BAR_HOOK
-    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview=None, node_id=None: seen.append((value, total)))
-    try:
-        grow(nodes, unet, conds, empty(16, 16), steps=3, refine_steps=2, stages=3)
-    finally:
-        comfy.utils.set_progress_bar_global_hook(previous)
-    ours = [v for v in seen if v[1] == 3 + 2 * 2]
+def test_one_progress_bar_over_every_stage(nodes, unet, conds, progress_updates):
+    grow(nodes, unet, conds, empty(16, 16), steps=3, refine_steps=2, stages=3)
+    ours = [v for v in progress_updates if v[1] == 3 + 2 * 2]
     assert ours and max(v for v, _ in ours) == 7
 
 
