@@ -23,10 +23,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def comfy_dir() -> pathlib.Path:
-    """The ComfyUI host: COMFYUI_PATH, else the one the set-up script recorded, else .comfyui/."""
+    """The ComfyUI host: COMFYUI_PATH, else the one the set-up script recorded in the running
+    Python's venv (.venv runs .comfyui/, .venv-latest runs .comfyui-latest/), else .comfyui/."""
     if os.environ.get("COMFYUI_PATH"):
         return pathlib.Path(os.environ["COMFYUI_PATH"]).resolve()
-    recorded = ROOT / ".venv" / ".expanse-comfyui-path"
+    recorded = pathlib.Path(sys.prefix) / ".expanse-comfyui-path"
     return pathlib.Path(recorded.read_text().strip()) if recorded.exists() else ROOT / ".comfyui"
 
 

