@@ -20,7 +20,6 @@ first, as ComfyUI's sampler would.
 """
 from __future__ import annotations
 
-import copy
 from typing import Sequence
 
 import torch
@@ -29,6 +28,7 @@ import comfy.utils
 
 from ..core.tiled_diffusion import area_mult, crop, nonzero_box, roll
 from ..core.tiling import Box
+from .compat import copy_control
 from .region_prompt import REGION_KEY
 
 SKIP = "skip"  # the signature of a cond that misses a tile
@@ -205,7 +205,7 @@ class ControlCache:
         key = (id(control), tuple(boxes), batch, self._canvas, self._shift)
         if key not in self._copies:
             previous = getattr(control, "previous_controlnet", None)
-            tiled = copy.copy(control)  # keeps pre_run's state (timestep range, model sampling)
+            tiled = copy_control(control, lambda clone: self.for_tiles(clone, boxes, batch))
             tiled.previous_controlnet = None if previous is None else self.for_tiles(previous, boxes, batch)
             self._cut_hint(control, tiled, boxes, batch)
             self._copies[key] = tiled
@@ -219,9 +219,6 @@ class ControlCache:
         if vae is not None:
             hint_ratio *= vae.spacial_compression_encode()
         method = getattr(control, "upscale_algorithm", "nearest-exact")
-        for attr in ("cond_hint", "control_input"):  # caches of the whole-canvas hint
-            if hasattr(tiled, attr):
-                setattr(tiled, attr, None)
         hint = getattr(control, "cond_hint_original", None)
         if isinstance(hint, torch.Tensor):
             # The hint as the ControlNet would fit it to the whole canvas, then each tile's part.

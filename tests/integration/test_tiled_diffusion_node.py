@@ -118,6 +118,32 @@ def test_controlnet_hints_are_cropped_to_each_tile_through_a_chain(nodes, unet, 
         assert seen == set(boxes)
 
 
+def test_tile_copies_of_a_controlnet_share_no_hint_state_with_it(nodes):
+    """A tile's ControlNet copy gets its own per-device clones (ComfyUI 0.33.0 runs a ControlNet on
+    extra GPUs through `multigpu_clones`), each holding that tile's hint, and empty size-keyed hint
+    caches (upstream's `cond_hints`), so no device or tile sees another's hint."""
+    from expanse.nodes.tile_conds import ControlCache
+
+    image = tiny_models.hint_image(LATENT_H * 8, LATENT_W * 8, 3).movedim(-1, 1)
+    control = tiny_models.recording_controlnet(tiny_models.HintRecorder()).set_cond_hint(image)
+    other_gpu = torch.device("cuda", 1)  # never used: the lookup is by key
+    device_clone = control.copy()
+    control.multigpu_clones = {other_gpu: device_clone}
+    control.cond_hints = {(LATENT_H, LATENT_W): image}
+    cache = ControlCache()
+    cache.begin_step(LATENT_H, LATENT_W, (0, 0))
+    first, second = td.tile_boxes(LATENT_H, LATENT_W, TILE_PX // 8, TILE_PX // 8, OVERLAP_PX // 8)[:2]
+    copies = [cache.for_tiles(control, [box], 1) for box in (first, second)]
+    for box, tiled in zip((first, second), copies):
+        assert torch.equal(tiled.cond_hint_original, td.crop(image, box, 8))
+        assert tiled.cond_hints == {} and tiled.cond_hint is None
+        on_other_gpu = tiled.multigpu_clones[other_gpu]  # what 0.33.0's get_instance_for_device returns
+        assert on_other_gpu is not device_clone and on_other_gpu is not tiled
+        assert torch.equal(on_other_gpu.cond_hint_original, tiled.cond_hint_original)
+    assert control.multigpu_clones == {other_gpu: device_clone}
+    assert torch.equal(control.cond_hint_original, image) and list(control.cond_hints) == [(LATENT_H, LATENT_W)]
+
+
 def test_untiled_when_the_canvas_fits_in_one_tile(nodes, unet, conds, caplog):
     model = tiled(nodes, unet, td.MULTIDIFFUSION, tile_px=512, overlap_px=64)
     with caplog.at_level(logging.INFO, logger="expanse"):
