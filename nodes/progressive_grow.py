@@ -112,8 +112,9 @@ class ProgressiveGrowSampler(io.ComfyNode):
                              tooltip="Connect to grow in pixel space (decode, resize, encode with the tiled VAE) "
                                      "instead of on the latent."),
             ],
-            outputs=[io.Latent.Output("latent", tooltip="The final latent."),
-                     io.Latent.Output("stage_latents", is_output_list=True,
+            # Named outputs: without a display_name 0.3.75 shows both as "LATENT", 0.33.0 by their ids.
+            outputs=[io.Latent.Output("latent", display_name="latent", tooltip="The final latent."),
+                     io.Latent.Output("stage_latents", display_name="stage_latents", is_output_list=True,
                                       tooltip="Every stage's latent, smallest first, for inspection.")],
         )
 
