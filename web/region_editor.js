@@ -2,6 +2,11 @@
 // region box is dragged and resized with the mouse. The box lives in the node's own x / y / width /
 // height widgets (fractions of the canvas); this editor only reads and writes them, so a workflow
 // saves, loads and queues exactly as without it.
+//
+// It is a DOM widget, so it works with both ways the frontend draws nodes: the classic LiteGraph
+// canvas (the element lies over the canvas, and the graph calls onDraw as it draws the node) and
+// Nodes 2.0 (Vue nodes: the element is mounted inside the node's own DOM, and the graph canvas no
+// longer draws the node, so onDraw never comes). Nothing here asks which one is on.
 import { app } from "../../scripts/app.js";
 
 const NODE_CLASS = "RegionPrompt";
@@ -200,6 +205,53 @@ function paint(node, canvas, state) {
   canvas.dataset.others = String(state.others.length);
 }
 
+// The editors on live nodes, each a refresh function. Every animation frame each one repaints if
+// something it shows changed: refresh compares a small key first, so an unchanged editor costs one
+// JSON.stringify. The classic canvas also calls onDraw as it draws the node, but Nodes 2.0 draws
+// nodes in the DOM and never does, and nothing else tells an editor that a widget's value, an
+// upstream region or its own size (the element is laid out some frames after it is mounted) changed.
+const live = new Set();
+let watching = false;
+
+// The elements of removed nodes' editors still in the page, by graph and node id. When a graph is
+// loaded again (undo, opening a workflow), a node with the same id replaces each node; some
+// frontends (Nodes 2.0 of frontend 1.32) keep the old node's element mounted in the node's place
+// and never mount the new one's. The new editor then moves its own element into the old one (see
+// adopt).
+const retired = new Map(); // graph -> Map(node id -> element)
+
+function watch() {
+  if (watching) return;
+  watching = true;
+  const tick = () => {
+    for (const refresh of live) {
+      try {
+        refresh(false);
+      } catch (error) {
+        live.delete(refresh); // reported once, not on every frame
+        console.error("[expanse] region editor:", error);
+      }
+    }
+    for (const [graph, elements] of retired) {
+      for (const [id, element] of elements) if (!element.isConnected) elements.delete(id);
+      if (!elements.size) retired.delete(graph);
+    }
+    if (live.size) requestAnimationFrame(tick);
+    else watching = false;
+  };
+  requestAnimationFrame(tick);
+}
+
+// Chains fn after the node's own method of that name (the class's or another extension's).
+function chain(node, name, fn) {
+  const before = node[name];
+  node[name] = function (...args) {
+    const result = before?.apply(this, args);
+    fn();
+    return result;
+  };
+}
+
 function addEditor(node) {
   const element = document.createElement("div");
   element.style.cssText = "width:100%;height:100%;user-select:none;"; // a drag must not select page text
@@ -219,11 +271,13 @@ function addEditor(node) {
     others: upstreamRegions(node),
   });
 
-  // Repaints only when something it shows changed. Called on every frame the graph draws the
-  // node, which also catches hand-edited widgets, relinked chains and upstream edits, with no
-  // callbacks to chain onto widgets that other extensions may wrap too.
+  // Repaints only when something it shows changed: called on every animation frame (see watch)
+  // and whenever the classic canvas draws the node, which catches hand-edited widgets, relinked
+  // chains, upstream edits and a new layout, with no callbacks to chain onto widgets that other
+  // extensions may wrap too.
   const refresh = (force) => {
-    if (!canvas.isConnected || canvas.clientWidth === 0) return;
+    if (!canvas.isConnected) adopt();
+    if (!canvas.isConnected || canvas.clientWidth === 0 || canvas.clientHeight === 0) return;
     const s = state();
     const key = JSON.stringify([s, canvas.clientWidth, canvas.clientHeight, app.canvas?.ds?.scale,
       numberOf(node, "canvas_width", 0), numberOf(node, "canvas_height", 0)]);
@@ -232,23 +286,38 @@ function addEditor(node) {
     paint(node, canvas, s);
   };
 
+  // Not in the page while the removed node this one replaced still shows its editor there: takes
+  // that place. Harmless where the frontend mounts the new element after all: mounting moves it.
+  const adopt = () => {
+    const elements = retired.get(node.graph);
+    const stale = elements?.get(String(node.id));
+    if (!stale?.isConnected || stale === element) return;
+    elements.delete(String(node.id));
+    stale.replaceChildren(element);
+  };
+
   // Pointer position in the element's own CSS px (its box on screen is scaled with the zoom).
   const local = (e) => {
     const r = canvas.getBoundingClientRect();
     return [(e.clientX - r.left) * canvas.clientWidth / r.width, (e.clientY - r.top) * canvas.clientHeight / r.height];
   };
 
+  // The pointer events of a drag stop here. In the classic canvas the DOM widget lies over the graph
+  // canvas, not in it, so the graph never sees them anyway; in Nodes 2.0 the editor is inside the
+  // node's element, which would otherwise take the drag for a move of the whole node. No
+  // preventDefault: it would swallow the mouseup on which ComfyUI's change tracker records an undo
+  // step (a window listener for mouseup, which pointer events' stopPropagation leaves alone).
   canvas.addEventListener("pointerdown", (e) => {
-    if (e.button !== 0) return;
+    if (e.button !== 0 || drag) return;
     const page = pageRect(node, canvas.clientWidth, canvas.clientHeight);
     const [px, py] = local(e);
     const mode = hitTest(readBox(node), page, px, py);
-    if (!mode) return;
-    // No preventDefault: it would swallow the mouseup on which ComfyUI's change tracker records an
-    // undo step. The graph canvas never sees these events (the DOM widget lies over it, not in it);
-    // capture keeps the drag going when the pointer leaves the editor.
+    if (!mode) return; // not on the box: the event goes on to the node or the graph
+    e.stopPropagation();
+    // Capture keeps the drag going when the pointer leaves the editor.
     canvas.setPointerCapture(e.pointerId);
     drag = { mode, start: readBox(node), px, py, page, q: quantumOf(node), id: e.pointerId };
+    canvas.dataset.drag = mode; // what is being dragged, readable from the page (tests, debugging)
   });
   canvas.addEventListener("pointermove", (e) => {
     const [px, py] = local(e);
@@ -258,6 +327,7 @@ function addEditor(node) {
       return;
     }
     if (e.pointerId !== drag.id) return;
+    e.stopPropagation();
     const dx = (px - drag.px) / drag.page.width;
     const dy = (py - drag.py) / drag.page.height;
     writeBox(node, dragBox(drag.start, drag.mode, dx, dy, drag.q), e);
@@ -265,12 +335,17 @@ function addEditor(node) {
   });
   const end = (e) => {
     if (!drag || e.pointerId !== drag.id) return;
+    if (e.type !== "lostpointercapture") e.stopPropagation();
     drag = null;
+    delete canvas.dataset.drag;
     if (canvas.hasPointerCapture(e.pointerId)) canvas.releasePointerCapture(e.pointerId);
     refresh(true);
   };
   canvas.addEventListener("pointerup", end);
   canvas.addEventListener("pointercancel", end);
+  // The capture is lost without a pointerup when the element is taken out of the page mid-drag
+  // (Nodes 2.0 remounts it, the node is removed).
+  canvas.addEventListener("lostpointercapture", end);
 
   // Added after the node's own widgets: LGraphNode.serialize keeps widget indices (a widget
   // skipped in the middle would leave a hole) while configure counts only serialised widgets, so
@@ -285,7 +360,21 @@ function addEditor(node) {
   // Room for the picture on a fresh node; a loaded workflow brings its own size afterwards.
   const size = node.computeSize();
   node.setSize([Math.max(node.size[0], size[0], 320), Math.max(node.size[1], size[1])]);
-  requestAnimationFrame(() => refresh(true));
+
+  // Watched from now (the node is added to the graph right after nodeCreated) until it is removed;
+  // graph.clear, as loading a workflow or undo does, removes every node this way too.
+  live.add(refresh);
+  watch();
+  chain(node, "onRemoved", () => {
+    live.delete(refresh);
+    if (!element.isConnected || !node.graph || node.id == null) return;
+    if (!retired.has(node.graph)) retired.set(node.graph, new Map());
+    retired.get(node.graph).set(String(node.id), element);
+  });
+  chain(node, "onAdded", () => {
+    live.add(refresh);
+    watch();
+  });
 }
 
 app.registerExtension({

@@ -2,7 +2,10 @@
 /usr/bin/chromium through Playwright): each one loads with every node type known and no warning
 dialog, the frontend's own conversion (app.graphToPrompt) gives exactly the API prompt that
 scripts/workflows.py's ui_to_api gives, and that frontend-made prompt runs with the demo model.
-EXPANSE_SKIP_BROWSER=1 skips it on a machine without a browser."""
+EXPANSE_SKIP_BROWSER=1 skips it on a machine without a browser.
+
+Node ids: the frontend's live ids are numbers in older frontends and strings in newer ones (the
+workflow files' ids are numbers), so they are compared as str(id)."""
 from __future__ import annotations
 
 import json
@@ -13,7 +16,7 @@ import shutil
 import pytest
 
 import workflows as wf
-from frontend import frontend_page, skip_browser
+from frontend import PlaywrightTimeout, frontend_page, skip_browser
 from test_workflows import TEST_STEPS, WORKFLOW_FILES, pack_folder, run_scale
 
 pytestmark = skip_browser
@@ -42,12 +45,46 @@ JS_LOAD = """async (text) => {
   return {
     missing: window.__expanseMissing,
     nodes: app.graph.nodes.map((n) => ({
-      id: n.id, type: n.type, registered: n.type in LiteGraph.registered_node_types, errors: !!n.has_errors,
+      id: n.id, type: n.type, registered: n.type in LiteGraph.registered_node_types,
     })),
     missingDialog: visible(document.querySelector('[aria-labelledby="global-missing-nodes"]')),
     dialogs: [...document.querySelectorAll(".global-dialog")].filter(visible)
       .map((d) => d.getAttribute("aria-labelledby") + ": " + d.innerText.slice(0, 300)),
   };
+}"""
+
+# What the frontend flagged in the loaded graph as files this server does not have. Newer frontends
+# check each loader's model and each LoadImage's picture against the server's lists, mark those
+# nodes with errors (has_errors) and count them in an error overlay ("2 errors found"); the example
+# workflows name models and pictures a user puts on their own server, which the test server lacks.
+# Read from the frontend's own stores (Pinia, in the Vue app's root); `tracked`: this frontend has
+# them (older ones check nothing and flag nothing).
+JS_FILE_FLAGS = """() => {
+  const pinia = document.querySelector("[data-v-app]")?.__vue_app__?.config.globalProperties.$pinia;
+  const store = (id) => pinia?._s.get(id);
+  const models = store("missingModel"), media = store("missingMedia"), errors = store("executionError");
+  const flags = [
+    ...(models?.missingModelCandidates ?? []).map((c) => ({kind: "model", directory: c.directory ?? null,
+      node: String(c.nodeId), widget: c.widgetName, name: c.name, missing: c.isMissing})),
+    ...(media?.missingMediaCandidates ?? []).map((c) => ({kind: "media", mediaType: c.mediaType ?? null,
+      node: String(c.nodeId), widget: c.widgetName, name: c.name, missing: c.isMissing})),
+  ];
+  return {
+    tracked: !!(models && media && errors),
+    flags,
+    errorCount: errors?.totalErrorCount ?? null,
+    withErrors: app.graph.nodes.filter((n) => n.has_errors).map((n) => String(n.id)),
+  };
+}"""
+
+# The frontend has flagged every file of `absent` ([node id, widget, file] each) and marked its
+# node (it checks them asynchronously after loading); at once where it tracks no such thing.
+JS_FLAGS_SETTLED = "(absent) => { const s = (" + JS_FILE_FLAGS + """)();
+  if (!s.tracked) return true;
+  const key = (node, widget, name) => JSON.stringify([String(node), widget, name]);
+  const flagged = new Set(s.flags.map((f) => key(f.node, f.widget, f.name)));
+  return absent.every(([node, widget, name]) => flagged.has(key(node, widget, name)))
+    && s.flags.every((f) => s.withErrors.includes(f.node));
 }"""
 
 # The whole graph in view for the screenshot, below the tab bar, with text however small (no
@@ -85,10 +122,64 @@ JS_PAINTED = """([id, box]) => {
 }"""
 
 
-def region_box(ui: dict, node_id: int) -> dict:
+def region_box(ui: dict, node_id) -> dict:
     """A RegionPrompt's box from the workflow file: its first four widgets are x, y, width, height."""
-    node = next(n for n in ui["nodes"] if n["id"] == node_id)
+    node = next(n for n in ui["nodes"] if str(n["id"]) == str(node_id))
     return dict(zip(("x", "y", "width", "height"), node["widgets_values"][:4]))
+
+
+def combo_options(object_info: dict, node_type: str, input_name: str) -> list | None:
+    """The values the server offers for a combo input (for a loader, the files it has), or None
+    for an input that is no combo."""
+    inputs = object_info[node_type]["input"]
+    spec = inputs.get("required", {}).get(input_name) or inputs.get("optional", {}).get(input_name)
+    if not spec:
+        return None
+    if isinstance(spec[0], list):  # ["a", "b"], {...}
+        return spec[0]
+    if spec[0] == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):  # "COMBO", {"options": [...]}
+        return spec[1].get("options")
+    return None
+
+
+def absent_files(ui: dict, object_info: dict, defs) -> list[list]:
+    """[node id, widget, value] for each combo widget of the workflow whose value the server does not
+    offer: the models and pictures the workflow names that this server lacks."""
+    absent = []
+    for node in ui["nodes"]:
+        if node["type"] not in object_info:
+            continue  # the frontend's own nodes (Note)
+        values = node.get("widgets_values") or []
+        for widget, value in zip(defs[node["type"]].widgets, values):
+            if not widget.serialized:
+                continue
+            options = combo_options(object_info, node["type"], widget.input_name)
+            if options is not None and value not in options:
+                absent.append([str(node["id"]), widget.input_name, value])
+    return absent
+
+
+def file_flag_problems(state: dict, absent: list[list]) -> list[str]:
+    """What the frontend flagged beyond "a model or picture this server does not have" (see
+    JS_FILE_FLAGS): each flag must be of a model or an image, named by the node's own widget, and
+    absent from the server's list; no node may have errors but for such a flag; and the frontend's
+    error count must be those flags and nothing else."""
+    problems = []
+    known = {tuple(a) for a in absent}
+    flagged_nodes = set()
+    for flag in state["flags"]:
+        kind_ok = flag["kind"] == "model" or (flag["kind"] == "media" and flag.get("mediaType") == "image")
+        if not kind_ok or flag["missing"] is not True or (flag["node"], flag["widget"], flag["name"]) not in known:
+            problems.append(f"the frontend flags {flag}: not a model or picture that this server lacks")
+        else:
+            flagged_nodes.add(flag["node"])
+    others = sorted(set(state["withErrors"]) - flagged_nodes, key=lambda i: int(i) if i.isdigit() else 0)
+    if others:
+        problems.append(f"nodes with errors other than a missing model or picture: {others}")
+    if state["tracked"] and state["errorCount"] != len(state["flags"]):
+        problems.append(f"the frontend counts {state['errorCount']} errors, of which only {len(state['flags'])} "
+                        f"are missing models or pictures: {state}")
+    return problems
 
 
 @pytest.fixture(scope="module")
@@ -153,14 +244,30 @@ def test_workflow_loads_converts_and_runs_in_the_frontend(path, page, server, ob
     loaded = page.evaluate(JS_LOAD, text)
     assert loaded["missing"] is not None, "the frontend never called afterConfigureGraph"
     assert loaded["missing"] == [], f"the frontend found these node types missing: {loaded['missing']}"
-    assert sorted((n["id"], n["type"]) for n in loaded["nodes"]) == sorted((n["id"], n["type"]) for n in ui["nodes"])
-    unknown = [n for n in loaded["nodes"] if not n["registered"] or n["errors"]]
+    assert (sorted((str(n["id"]), n["type"]) for n in loaded["nodes"])
+            == sorted((str(n["id"]), n["type"]) for n in ui["nodes"]))
+    unknown = [n for n in loaded["nodes"] if not n["registered"]]
     assert not unknown, f"nodes the frontend does not know: {unknown}"
+    # No node in error, but for the models and pictures the workflow names that this server lacks
+    # (a user brings their own), which newer frontends flag: those, and only those, are expected.
+    # The frontend's lists of files are the server's when the page started (object_info, fetched as
+    # it did); a picture uploaded for an earlier workflow's run may be on the server by now, and
+    # whether the frontend has heard of it is its own business: its flag is waited for only while
+    # the file is still absent.
+    absent = absent_files(ui, object_info, defs)
+    now = {t: server.get(f"/object_info/{t}")[t] for t in {n["type"] for n in ui["nodes"]} if t in object_info}
+    still_absent = [a for a in absent if a in absent_files(ui, now, defs)]
+    try:
+        page.wait_for_function(JS_FLAGS_SETTLED, arg=still_absent, timeout=30_000)
+    except PlaywrightTimeout:
+        pass  # the frontend did not flag them all: what it did flag is checked all the same
+    problems = file_flag_problems(page.evaluate(JS_FILE_FLAGS), absent)
+    assert not problems, "\n".join(problems)
     assert not loaded["missingDialog"] and not loaded["dialogs"], loaded["dialogs"]
     for node in loaded["nodes"]:  # the region editor draws each loaded region (in view, at zoom 1)
         if node["type"] == "RegionPrompt":
             page.evaluate(JS_SHOW, node["id"])
-            page.wait_for_function(JS_PAINTED, arg=[node["id"], region_box(ui, node["id"])], timeout=10_000)
+            page.wait_for_function(JS_PAINTED, arg=[node["id"], region_box(ui, node["id"])], timeout=30_000)
 
     page.evaluate(JS_FIT)
     page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
