@@ -8,8 +8,9 @@ setup:
 run: setup
 	$(PY) scripts/main_job.py
 
+# Every tier on every host set-up built (ComfyUI 0.3.75 and upstream 0.33.0; see scripts/test_hosts.py).
 test: setup
-	$(PY) -m pytest tests -q
+	$(PY) scripts/test_hosts.py
 
 # Every benchmark, each writing bench/results/<name>.{json,csv,md}. The GPU profile (full-size
 # canvases) is the default of each script; on a CPU-only machine the lighter profile below runs.

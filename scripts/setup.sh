@@ -43,8 +43,25 @@ fi
 mkdir -p "$STAMPS"
 PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 
+# Installs a ComfyUI's requirements.txt into the venv whose python is $1, torch kept at our pins
+# (its `torch` is unpinned; torchaudio 2.11, which 0.33.0 wants, accepts torch 2.14).
+install_requirements_file() {
+  local python="$1" file="$2" pins; pins="$(mktemp)"
+  printf '%s\n' $TORCH_PINS > "$pins"
+  "$python" -m pip install --disable-pip-version-check -q -c "$pins" -r "$file"
+  rm -f "$pins"
+}
+
 step torch "$TORCH_PINS" "${PIP[@]}" $TORCH_PINS
-step comfy-requirements "$COMFY_REQUIREMENTS" "${PIP[@]}" $COMFY_REQUIREMENTS
+# The host's own requirements: the bundled 0.3.75's list, or those of the ComfyUI that
+# COMFYUI_PATH names. One stamp for both, keyed by what it installs, so switching back and forth
+# reinstalls the right frontend pins.
+if [[ -n "${COMFYUI_PATH:-}" && -f "$HOST_DIR/requirements.txt" ]]; then
+  step host-requirements "$HOST_DIR $(sha1sum < "$HOST_DIR/requirements.txt")" \
+    install_requirements_file "$VENV/bin/python" "$HOST_DIR/requirements.txt"
+else
+  step host-requirements "$COMFY_REQUIREMENTS" "${PIP[@]}" $COMFY_REQUIREMENTS
+fi
 step test-requirements "$TEST_REQUIREMENTS" "${PIP[@]}" $TEST_REQUIREMENTS
 
 # The browser tests (tests/e2e/test_region_editor.py) drive Debian's Chromium through Playwright;
@@ -141,18 +158,13 @@ layer_venv() {
   # addsitedir (not a bare path line) so the base's own .pth files are read too.
   printf 'import site; site.addsitedir(%s)\n' "$base" > "$latest/_expanse_base_venv.pth"
 }
-install_latest_requirements() {
-  local pins; pins="$(mktemp)"
-  printf '%s\n' $TORCH_PINS > "$pins"  # torch stays the one .venv has; torchaudio 2.11 accepts it
-  "$LATEST_VENV/bin/python" -m pip install --disable-pip-version-check -q -c "$pins" -r "$LATEST_DIR/requirements.txt"
-  rm -f "$pins"
-}
 
 if [[ ! -f "$LATEST_DIR/main.py" ]]; then rm -f "$STAMPS/latest-host"; fi
 step latest-host "$(basename "$LATEST_SNAPSHOT")" unpack_latest
 if [[ ! -x "$LATEST_VENV/bin/python" ]]; then rm -f "$STAMPS/latest-venv" "$STAMPS/latest-requirements"; fi
 step latest-venv "$VENV" layer_venv
-step latest-requirements "$(basename "$LATEST_SNAPSHOT") $TORCH_PINS" install_latest_requirements
+step latest-requirements "$(basename "$LATEST_SNAPSHOT") $TORCH_PINS" \
+  install_requirements_file "$LATEST_VENV/bin/python" "$LATEST_DIR/requirements.txt"
 link_pack "$LATEST_DIR"
 printf '%s\n' "$LATEST_DIR" > "$LATEST_VENV/.expanse-comfyui-path"
 say "ready: python $LATEST_VENV/bin/python, ComfyUI $LATEST_DIR"
