@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common  # bench/common.py (a script's own folder comes first on sys.path)
 
 APPROACHES = ["baseline", "ours"]
 
@@ -46,7 +44,7 @@ def baseline(nodes, model, positive, negative, vae, picture, *, tile, padding, f
 
     from expanse.core import chess_redraw as cr
     from expanse.core import latent_resample as lr
-    from expanse.core.tiling import Box
+    from expanse.core.tiling import Box, grid_rows
 
     def to_pil(t):
         return Image.fromarray((t[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy())
@@ -57,7 +55,7 @@ def baseline(nodes, model, positive, negative, vae, picture, *, tile, padding, f
     big = lr.resample(picture.movedim(-1, 1), picture.shape[1] * 2, picture.shape[2] * 2, "lanczos").clamp(0, 1)
     canvas = to_pil(big.movedim(1, -1))
     width, height = canvas.size
-    for row in cr.tile_grid(height, width, tile, tile):
+    for row in grid_rows(height, width, tile, tile):
         for box in row:
             mask = Image.new("L", (width, height), 0)
             ImageDraw.Draw(mask).rectangle((box.x0, box.y0, box.x1 - 1, box.y1 - 1), fill=255)
@@ -87,19 +85,19 @@ def worker(approach: str, result_px: int, sd15: bool) -> None:
     comfy_nodes = common.start_host()
     import torch
 
-    from expanse.nodes.demo_loader import WEIGHTS_DIR, load_demo
+    from expanse.runtime.demo_model import WEIGHTS_DIR, load_demo
 
     torch.set_grad_enabled(False)
     model, clip, vae = load_demo(WEIGHTS_DIR / "expanse-demo.safetensors")
     context_width = 128
     if sd15:  # SD1.5's UNet and VAE architectures: their costs, not the demo model's
-        import tiny_models
+        from expanse_harness import tiny_models
 
         model = common.sd15_model(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
         vae = tiny_models.full_size_vae(latent_channels=4, seed=0, device=None)
         context_width = 768
     nodes = comfy_nodes.NODE_CLASS_MAPPINGS
-    unet_meter, vae_meter = common.ModelMeter(model), common.VAEMeter(nodes["TiledVAEDecode"])
+    unet_meter, vae_meter = common.ModelMeter(model), common.VAEMeter()
     g = torch.Generator().manual_seed(0)
     context = torch.randn(1, 77, context_width, generator=g)
     positive, negative = [[context, {}]], [[torch.zeros_like(context), {}]]

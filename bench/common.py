@@ -15,13 +15,11 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-sys.path.insert(0, str(ROOT / "tests"))  # host.py and tiny_models.py, shared with the tests
 
 
 def start_host():
     """ComfyUI in this process with the pack loaded; on a GPU machine ComfyUI may use the GPU."""
-    import conftest  # noqa: F401  (puts scripts/ on sys.path and registers the pack as `expanse`)
-    import host
+    from expanse_harness import host
 
     return host.start_in_process(cpu=not _cuda_available())
 
@@ -129,14 +127,14 @@ def sd15_model(device):
     import comfy.latent_formats
     import torch
 
-    import tiny_models
-    from expanse.nodes import small_models
+    from expanse.runtime import small_models
+    from expanse_harness import tiny_models
 
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     model = small_models.unet_patcher(dict(SD15_UNET), comfy.latent_formats.SD15(), "eps", dtype=dtype,
                                       device=device)
     unet = model.model.diffusion_model
-    unet.load_state_dict(tiny_models._seeded_module_state_dict(unet, 0))
+    unet.load_state_dict(tiny_models.seeded_module_state_dict(unet, 0))
     return model
 
 
@@ -172,18 +170,18 @@ class ModelMeter:
 
 
 class VAEMeter:
-    """Times every VAE run: ComfyUI's own VAE.encode/decode and the pack's tiled VAE nodes (one
-    entry point, `_run`, in the module ComfyUI loaded), so a benchmark can tell model time from
-    the rest. Nested calls (a fallback inside a tiled run) count once."""
+    """Times every VAE run: ComfyUI's own VAE.encode/decode and the pack's tiled VAE (one entry
+    point, `_run` in expanse.runtime.vae, the one copy ComfyUI's nodes run), so a benchmark can
+    tell model time from the rest. Nested calls (a fallback inside a tiled run) count once."""
 
-    def __init__(self, tiled_node_class):
+    def __init__(self):
         import comfy.sd
+        from expanse.runtime import vae as runtime_vae
 
         self.seconds, self._depth = 0.0, 0
         for name in ("encode", "decode"):
             setattr(comfy.sd.VAE, name, self._timed(getattr(comfy.sd.VAE, name)))
-        module = sys.modules[tiled_node_class.__module__]
-        module._run = self._timed(module._run)
+        runtime_vae._run = self._timed(runtime_vae._run)
 
     def reset(self) -> None:
         self.seconds = 0.0

@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common  # bench/common.py (a script's own folder comes first on sys.path)
 
 APPROACHES = ["ksampler", "hires_fix", "progressive"]
 
@@ -35,7 +33,7 @@ def worker(approach: str, final: int, steps: int, refine_steps: int, count_only:
     torch.set_grad_enabled(False)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if count_only:
-        import tiny_models  # the schedule, not the arithmetic, decides the count: a tiny model suffices
+        from expanse_harness import tiny_models  # the schedule, not the arithmetic, decides the count: a tiny model suffices
 
         model = tiny_models.tiny_unet()
         context = torch.randn(1, 77, 64, generator=torch.Generator().manual_seed(0))

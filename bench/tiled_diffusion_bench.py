@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common  # bench/common.py (a script's own folder comes first on sys.path)
 
 METHODS = ["untiled", "multidiffusion", "mixture_of_diffusers", "shifted"]
 
@@ -77,7 +75,9 @@ def main() -> None:
         worker(method, int(canvas), int(tile), int(overlap), int(batch), args.memory_limit_gib)
         return
 
-    import conftest  # noqa: F401  (registers the pack as `expanse`; no host needed for the geometry)
+    from expanse_harness.host import register_pack
+
+    register_pack()  # the pack as `expanse`; no host needed for the geometry
     from expanse.core import tiled_diffusion as td
 
     rows = []

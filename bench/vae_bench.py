@@ -14,12 +14,10 @@ import argparse
 import json
 import pathlib
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common  # bench/common.py (a script's own folder comes first on sys.path)
 
 METHODS = ["whole", "builtin", "exact", "fast"]
 LABELS = {"whole": "ComfyUI VAEDecode (whole image)", "builtin": "ComfyUI VAEDecodeTiled",
@@ -31,7 +29,7 @@ def worker(method: str, size: int, tile: int, out_path: str, limit_gib: float) -
     comfy_nodes = common.start_host()
     import torch
 
-    import tiny_models
+    from expanse_harness import tiny_models
 
     torch.set_grad_enabled(False)
     vae = tiny_models.full_size_vae(latent_channels=4, seed=0, device=None)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .tiling import Box, spans
+from .tiling import Box, grid_rows
 
 CHESS = "chess"
 LINEAR = "linear"
@@ -35,11 +35,6 @@ class Patch:
     target: Box
     region: Box
     mask: torch.Tensor
-
-
-def tile_grid(height: int, width: int, tile_h: int, tile_w: int) -> list[list[Box]]:
-    """Rows of non-overlapping tiles covering the canvas, as even as the sizes allow."""
-    return [[Box(y0, y1, x0, x1) for x0, x1 in spans(width, tile_w)] for y0, y1 in spans(height, tile_h)]
 
 
 def region_for(target: Box, size_h: int, size_w: int, height: int, width: int) -> Box:
@@ -90,7 +85,7 @@ def redraw_passes(height: int, width: int, tile_h: int, tile_w: int, padding: in
         raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
     if order == NO_REDRAW:
         return []
-    grid = tile_grid(height, width, tile_h, tile_w)
+    grid = grid_rows(height, width, tile_h, tile_w)
     size_h = max(b.height for row in grid for b in row) + 2 * padding
     size_w = max(b.width for row in grid for b in row) + 2 * padding
     colours = (0, 1) if order == CHESS else (None,)
@@ -118,7 +113,7 @@ def seam_passes(height: int, width: int, tile_h: int, tile_w: int, mode: str, ba
     half_tile_intersections: those, and a pass of patches centred where borders cross."""
     if mode not in SEAM_MODES:
         raise ValueError(f"seam mode must be one of {', '.join(SEAM_MODES)}, got {mode!r}")
-    grid = tile_grid(height, width, tile_h, tile_w)
+    grid = grid_rows(height, width, tile_h, tile_w)
     if mode == SEAMS_NONE or (len(grid) == 1 and len(grid[0]) == 1):
         return []
     xs = [row_box.x0 for row_box in grid[0][1:]]  # vertical borders

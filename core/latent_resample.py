@@ -31,6 +31,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .tiling import snap
+
 METHODS = ("nearest", "nearest-exact", "bilinear", "bicubic", "area", "bislerp", "lanczos")
 
 # Lanczos lobes: 3 is the usual trade-off between sharpness and ringing (PIL's LANCZOS).
@@ -116,12 +118,7 @@ def scaled_size(height: int, width: int, *, scale: float | None = None, target_h
             raise ValueError("target_height and target_width are both 0: give one of them, or a scale")
         new_h = target_height or target_width * height / width
         new_w = target_width or target_height * width / height
-    return _snap(new_h, grid), _snap(new_w, grid)
-
-
-def _snap(length: float, grid: int) -> int:
-    # Halves round up: Python's round() would send 2.5 to 2 and 3.5 to 4.
-    return max(grid, math.floor(length / grid + 0.5) * grid)
+    return snap(new_h, grid), snap(new_w, grid)
 
 
 def _check_size(height: int, width: int) -> None:

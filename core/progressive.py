@@ -3,8 +3,9 @@ to the final size, refining each stage with img2img at a denoise that falls from
 (composition from the small pass, detail from the large ones)."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+from .tiling import snap
 
 GEOMETRIC = "geometric"
 LINEAR = "linear"
@@ -66,5 +67,4 @@ def plan(height: int, width: int, *, stages: int = 4, min_scale: float = 0.25, m
 
 def _on_grid(length: float, grid: int, limit: int) -> int:
     """length rounded to the grid, at least one unit, at most limit (itself when it is off the grid)."""
-    snapped = max(grid, int(math.floor(length / grid + 0.5)) * grid)
-    return min(snapped, limit)
+    return min(snap(length, grid), limit)

@@ -8,14 +8,13 @@ such as SD3 and Flux), and every tile size, tile position and shift stays on it.
 from __future__ import annotations
 
 import hashlib
-import math
 import struct
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 
-from .tiling import Box
+from .tiling import Box, tile_boxes
 
 MULTIDIFFUSION = "multidiffusion"
 MIXTURE_OF_DIFFUSERS = "mixture_of_diffusers"
@@ -25,34 +24,6 @@ METHODS = (MULTIDIFFUSION, MIXTURE_OF_DIFFUSERS, SHIFTED)
 # Mixture of Diffusers' Gaussian: a standard deviation of 0.1 tile (variance 0.01 in tile units),
 # as in the paper; a tile's own edge then weighs about 4e-6 of its centre.
 GAUSSIAN_STD = 0.1
-
-
-def tile_starts(length: int, tile: int, overlap: int, unit: int = 1) -> list[int]:
-    """Starts of the fewest full-size tiles covering [0, length) with neighbours sharing at least
-    `overlap`, spread evenly, each start on the `unit` grid where the canvas allows it.
-
-    Tiles stay full size at the edges (a sliver tile would waste a model call and see too little
-    context); when `tile` >= `length` one tile covers everything."""
-    if tile >= length:
-        return [0]
-    if overlap >= tile:
-        raise ValueError(f"overlap {overlap} must be smaller than the tile {tile}")
-    last = length - tile
-    count = max(2, math.ceil((length - overlap) / (tile - overlap)))
-    while True:
-        starts = [min(last, unit * round(i * last / (count - 1) / unit)) for i in range(count)]
-        starts[-1] = last  # the canvas edge wins over the grid when they disagree
-        if all(b - a <= tile - overlap for a, b in zip(starts, starts[1:])):
-            return starts
-        count += 1  # snapping to the grid ate into an overlap: one more tile
-
-
-def tile_boxes(height: int, width: int, tile_h: int, tile_w: int, overlap: int, unit: int = 1) -> list[Box]:
-    """Tiles covering a height x width canvas, row by row; see tile_starts."""
-    tile_h, tile_w = min(tile_h, height), min(tile_w, width)
-    return [Box(y, y + tile_h, x, x + tile_w)
-            for y in tile_starts(height, tile_h, overlap, unit)
-            for x in tile_starts(width, tile_w, overlap, unit)]
 
 
 def tile_weight(method: str, height: int, width: int, *, dtype=torch.float32, device=None) -> torch.Tensor:
@@ -120,15 +91,6 @@ def roll(x: torch.Tensor, shift: tuple[int, int], *, scale: int = 1, back: bool 
     return torch.roll(x, shifts=(sign * dy, sign * dx), dims=(-2, -1))
 
 
-def tile_batches(boxes: Sequence[Box], size: int, key: Callable[[Box], object] = lambda b: None) -> list[list[Box]]:
-    """boxes in batches of at most size; only boxes with equal key share a batch (tiles whose
-    conditioning differs in shape cannot be stacked), first-seen key first."""
-    groups: dict[object, list[Box]] = {}
-    for b in boxes:
-        groups.setdefault(key(b), []).append(b)
-    return [group[i:i + size] for group in groups.values() for i in range(0, len(group), size)]
-
-
 def fuse(predict: Callable[[Sequence[Box]], Sequence[torch.Tensor | None]], batches: Sequence[Sequence[Box]],
          plan: Layout, outputs: int, canvas: torch.Tensor,
          tick: Callable[[], None] = lambda: None) -> list[torch.Tensor | None]:
@@ -154,11 +116,6 @@ def fuse(predict: Callable[[Sequence[Box]], Sequence[torch.Tensor | None]], batc
         tick()
     total = plan.total.to(canvas.device)
     return [None if s is None else s / total.to(s.dtype) for s in sums]
-
-
-def crop(x: torch.Tensor, box: Box, scale: int = 1) -> torch.Tensor:
-    """box of x's last two dims, on a grid `scale` times finer than the latent."""
-    return x[..., box.y0 * scale:box.y1 * scale, box.x0 * scale:box.x1 * scale]
 
 
 def area_mult(area: Sequence[int], height: int, width: int, *, dtype=torch.float32, device=None) -> torch.Tensor:

@@ -16,15 +16,12 @@ import argparse
 import json
 import math
 import pathlib
-import sys
 import time
 
 import numpy as np
 import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "tests"))
 
 # The fixed-seed sample the tests reproduce: prompt, seed and sampler settings.
 REFERENCE = {"prompt": "a sunset sky with a sun over mountains and a lake", "negative": "", "seed": 7,
@@ -78,13 +75,12 @@ def main() -> None:
                    help="where to write the 2048x1024 TiledDiffusion panorama ('' to skip)")
     args = p.parse_args()
 
-    import conftest  # noqa: F401  (registers the pack as `expanse`)
-    import host
+    from expanse_harness import host
 
-    nodes = host.start_in_process().NODE_CLASS_MAPPINGS
+    nodes = host.start_in_process().NODE_CLASS_MAPPINGS  # the pack imported as `expanse`, loaded once
     torch.set_grad_enabled(False)
     from expanse.demo import scenes
-    from expanse.nodes.demo_loader import load_demo
+    from expanse.runtime.demo_model import load_demo
 
     model, clip, vae = load_demo(args.weights)
     started = time.monotonic()

@@ -27,7 +27,6 @@ import dataclasses
 import json
 import math
 import pathlib
-import sys
 import time
 import types
 from collections.abc import Callable
@@ -37,8 +36,6 @@ import torch
 import torch.nn.functional as F
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import comfy_server  # noqa: E402
 
 WEIGHTS = ROOT / "demo" / "weights" / "expanse-demo.safetensors"
 # The command-line settings that decide the weights, recorded in the file's metadata.
@@ -398,7 +395,7 @@ def current_phase(phases: list[Phase], step: int) -> Phase:
 
 
 def train_unet(args, arch, stats, phases: list[Phase], device):
-    from expanse.nodes import small_models
+    from expanse.runtime import small_models
 
     fmt = small_models.latent_format(4, stats["scale_factor"])
     patcher = small_models.unet_patcher(arch.UNET_CONFIG, fmt, arch.PREDICTION, device=device)
@@ -484,7 +481,7 @@ def train_unet(args, arch, stats, phases: list[Phase], device):
 def export(args, arch, vae, stats, unet, text_model, used_tokens) -> None:
     from safetensors.torch import save_file
 
-    from expanse.nodes import demo_weights
+    from expanse.runtime import demo_weights
 
     tensors = demo_weights.pack(vae.state_dict(), unet.state_dict(), text_model.state_dict(), used_tokens)
     meta = {"vae_ddconfig": arch.VAE_DDCONFIG, "vae_embed_dim": arch.VAE_EMBED_DIM, "unet_config": arch.UNET_CONFIG,
@@ -501,7 +498,7 @@ def refit_vae_of_file(args, arch, device, source: pathlib.Path, fit, settings: t
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from expanse.nodes import demo_weights
+    from expanse.runtime import demo_weights
 
     meta, vae_sd, _, _ = demo_weights.load(source)
     vae = new_vae(arch, device)
@@ -581,8 +578,10 @@ def main() -> None:
     args.out = args.out or (args.workdir / "expanse-demo-quick.safetensors" if args.quick else WEIGHTS)
     args.workdir.mkdir(parents=True, exist_ok=True)
 
-    comfy_server.import_host(cpu=args.device == "cpu")
-    comfy_server.register_pack()
+    from expanse_harness import host
+
+    host.import_host(cpu=args.device == "cpu")
+    host.register_pack()
     from expanse.demo import architecture as arch
 
     torch.manual_seed(args.seed)

@@ -2,12 +2,11 @@
 or through pixel space with the tiled VAE when a VAE is connected."""
 from __future__ import annotations
 
-import torch
 from comfy_api.latest import io
 
 from ..core import latent_resample as lr
-from .host import CATEGORY
-from .tiled_vae import TiledVAEDecode, TiledVAEEncode
+from ..runtime.host import CATEGORY
+from ..runtime.latent import pixel_ratio, resize_latent, target_size
 
 NODE = "LatentUpscaleAdvanced"
 DEFAULT_METHOD = "lanczos"
@@ -16,69 +15,6 @@ METHOD_TOOLTIP = (
     "8-bit images). bislerp: interpolates each pixel's channel vector by length and direction, so "
     "vectors are not shortened (less loss of detail than bilinear). bicubic / bilinear: smooth; "
     "bilinear blurs. nearest / nearest-exact: blocky, no new values. area: averages when shrinking.")
-
-
-def latent_grid(channels: int) -> int:
-    """The latent grid sizes snap to: 2 latent px for 16-channel latents (SD3 and Flux.1 are
-    DiT models that cut the latent into 2x2 patches), 1 otherwise."""
-    return 2 if channels == 16 else 1
-
-
-def target_size(z: torch.Tensor, scale_by: float, width: int, height: int, downscale: int) -> tuple[int, int]:
-    """The latent (height, width) asked for: by scale_by when it is above 0, else by the pixel
-    width/height (0 keeps the aspect ratio), on the latent grid."""
-    grid = latent_grid(z.shape[1])
-    h, w = z.shape[-2:]
-    try:
-        if scale_by > 0:
-            return lr.scaled_size(h, w, scale=scale_by, grid=grid)
-        return lr.scaled_size(h, w, target_height=height // downscale, target_width=width // downscale, grid=grid)
-    except ValueError as e:
-        raise ValueError(f"{NODE}: {e}. Set scale_by above 0, or scale_by to 0 and width and/or height "
-                         "in pixels (0 keeps the aspect ratio)") from None
-
-
-def resize_latent(samples: dict, height: int, width: int, method: str, *, antialias: bool = True,
-                  vae=None) -> dict:
-    """A copy of a LATENT dict resized to (height, width) latent px: samples, and noise_mask with
-    it; batch_index and every other key kept."""
-    z = samples["samples"]
-    if method not in lr.METHODS:
-        raise ValueError(f"{NODE}: method {method!r} is not one of {', '.join(lr.METHODS)}")
-    if z.ndim == 5:
-        if vae is not None:
-            raise ValueError(f"{NODE}: the pixel-space path (vae connected) takes image latents, this one "
-                             "is a video latent; disconnect the vae to resize it frame by frame")
-        resized = lr.resample_video(z, height, width, method, antialias=antialias)
-    elif z.ndim == 4:
-        resized = _through_pixels(z, height, width, method, vae) if vae is not None else \
-            lr.resample(z, height, width, method, antialias=antialias)
-    else:
-        raise ValueError(f"{NODE}: samples has shape {tuple(z.shape)}; expected (batch, channels, height, width)")
-    out = dict(samples)
-    out["samples"] = resized
-    mask = samples.get("noise_mask")
-    if isinstance(mask, torch.Tensor):
-        # SetLatentNoiseMask keeps masks at pixel resolution, the sampler fits them to the latent:
-        # a mask stays at the resolution it came in.
-        scale = 1 if mask.shape[-2:] == z.shape[-2:] else _ratio(vae)
-        out["noise_mask"] = lr.resample_mask(mask, height * scale, width * scale)
-    return out
-
-
-def _ratio(vae) -> int:
-    return vae.spacial_compression_decode() if vae is not None else 8
-
-
-def _through_pixels(z, height, width, method, vae) -> torch.Tensor:
-    """Decode, resize the picture, encode: both through the tiled VAE, so a 4K step fits."""
-    if z.shape[1] != vae.latent_channels:
-        raise ValueError(f"{NODE}: samples has {z.shape[1]} channels but the vae takes {vae.latent_channels}; "
-                         "connect the VAE of the model the latent came from, or disconnect it")
-    image = TiledVAEDecode.execute(samples={"samples": z}, vae=vae).result[0]
-    ratio = vae.spacial_compression_decode()
-    pixels = lr.resample(image.movedim(-1, 1), height * ratio, width * ratio, method).clamp(0.0, 1.0)
-    return TiledVAEEncode.execute(pixels=pixels.movedim(1, -1), vae=vae).result[0]["samples"]
 
 
 class LatentUpscaleAdvanced(io.ComfyNode):
@@ -120,7 +56,7 @@ class LatentUpscaleAdvanced(io.ComfyNode):
         z = samples["samples"]
         if z.ndim < 4 or z.shape[0] == 0:
             raise ValueError(f"{NODE}: samples is empty or not a latent (shape {tuple(z.shape)})")
-        downscale = _ratio(vae)
-        new_h, new_w = target_size(z, scale_by, width, height, downscale)
-        out = resize_latent(samples, new_h, new_w, method, antialias=antialias, vae=vae)
+        downscale = pixel_ratio(vae)
+        new_h, new_w = target_size(NODE, z, scale_by, width, height, downscale)
+        out = resize_latent(NODE, samples, new_h, new_w, method, antialias=antialias, vae=vae)
         return io.NodeOutput(out, new_w * downscale, new_h * downscale)

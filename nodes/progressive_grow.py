@@ -5,62 +5,17 @@ scheduler works, ancestral and SDE included, and a model patched by TiledDiffusi
 stages larger than its tiles in tiles."""
 from __future__ import annotations
 
-import torch
-import comfy.model_management
 import comfy.sample
-import comfy.utils
-import latent_preview
 from comfy_api.latest import io
 
 from ..core import latent_resample as lr
 from ..core import progressive
-from .host import CATEGORY, sampling_inputs
-from .latent_upscale import resize_latent
-from .tiled_diffusion import model_geometry
+from ..runtime.geometry import model_geometry
+from ..runtime.host import CATEGORY, sampling_inputs
+from ..runtime.latent import resize_latent
+from ..runtime.stage_sampling import StageProgress, inject_noise, sample_stage
 
 NODE = "ProgressiveGrowSampler"
-
-
-class StageProgress:
-    """One progress bar over every stage's steps, with the previews KSampler shows."""
-
-    def __init__(self, model, total: int):
-        self.bar = comfy.utils.ProgressBar(max(1, total))
-        self.total = max(1, total)
-        self.done = 0
-        self.previewer = latent_preview.get_previewer(model.load_device, model.model.latent_format)
-
-    def callback(self):
-        offset = self.done
-
-        def on_step(step, x0, x, total_steps):
-            comfy.model_management.throw_exception_if_processing_interrupted()
-            preview = self.previewer.decode_latent_to_preview_image("JPEG", x0) if self.previewer else None
-            self.bar.update_absolute(offset + step + 1, self.total, preview)
-        return on_step
-
-    def finish_stage(self, steps: int) -> None:
-        self.done += steps
-
-
-def sample_stage(model, latent: dict, *, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
-                 positive, negative, denoise: float, progress: StageProgress) -> torch.Tensor:
-    z = latent["samples"]
-    noise = comfy.sample.prepare_noise(z, seed, latent.get("batch_index"))
-    out = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, z,
-                              denoise=denoise, noise_mask=latent.get("noise_mask"), callback=progress.callback(),
-                              disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
-    progress.finish_stage(steps)
-    return out
-
-
-def inject_noise(z: torch.Tensor, amount: float, seed: int) -> torch.Tensor:
-    """z plus Gaussian noise of std amount x z's std: fresh texture for the refine to turn into detail."""
-    if amount <= 0:
-        return z
-    g = torch.Generator().manual_seed(seed)
-    noise = torch.randn(z.shape, generator=g, dtype=torch.float32).to(z.device, z.dtype)
-    return z + noise * (amount * z.float().std().item())
 
 
 class ProgressiveGrowSampler(io.ComfyNode):
@@ -150,7 +105,7 @@ class ProgressiveGrowSampler(io.ComfyNode):
         latent = dict(latent_image, samples=z)
         results = []
         for index, stage in enumerate(stage_plan):
-            latent = resize_latent(latent, stage.height, stage.width, upscale_method,
+            latent = resize_latent(NODE, latent, stage.height, stage.width, upscale_method,
                                    vae=vae if index > 0 else None)
             if index == 0:
                 latent["samples"] = sample_stage(model, latent, seed=seed, steps=steps, denoise=1.0, **settings)

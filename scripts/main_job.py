@@ -24,10 +24,10 @@ import os
 import pathlib
 import sys
 import time
-import uuid
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from comfy_server import ROOT, ComfyServer  # noqa: E402
+from expanse_harness.host import ROOT
+from expanse_harness.server import ComfyServer
+from expanse_harness.workflows import DEMO_WEIGHTS, EXAMPLE_DIR, Definitions, demo_settings, for_demo, ui_to_api
 
 WORKFLOW = "poster_progressive_chess_redraw"
 
@@ -36,7 +36,7 @@ def model_nodes() -> tuple[dict, dict]:
     """The loader node for the user's checkpoint or the demo model, and extra model folders."""
     checkpoint = os.environ.get("EXPANSE_CHECKPOINT")
     if not checkpoint:
-        return {"class_type": "DemoModelLoader", "inputs": {"weights": "expanse-demo.safetensors"}}, {}
+        return {"class_type": "DemoModelLoader", "inputs": {"weights": DEMO_WEIGHTS}}, {}
     path = pathlib.Path(checkpoint).expanduser().resolve()
     if not path.is_file():
         sys.exit(f"EXPANSE_CHECKPOINT={path} is not a file")
@@ -44,43 +44,14 @@ def model_nodes() -> tuple[dict, dict]:
             {"checkpoints": path.parent})
 
 
-def text_to_image_prompt(loader: dict, text: str, width: int, height: int, steps: int, seed: int,
-                         tile: int = 512, diffusion_tile: int = 0, prefix: str = "expanse_main") -> dict:
-    """The API-format graph: loader -> text -> sampler -> tiled VAE decode -> save; with
-    diffusion_tile, the model goes through TiledDiffusion first."""
-    graph = {
-        "model": loader,
-        "positive": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["model", 1], "text": text}},
-        "negative": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["model", 1], "text": ""}},
-        "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": 1}},
-        "sample": {"class_type": "KSampler",
-                   "inputs": {"model": ["model", 0], "positive": ["positive", 0], "negative": ["negative", 0],
-                              "latent_image": ["latent", 0], "seed": seed, "steps": steps, "cfg": 5.0,
-                              "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
-        "decode": {"class_type": "TiledVAEDecode",
-                   "inputs": {"samples": ["sample", 0], "vae": ["model", 2], "tile_size": tile, "mode": "exact",
-                              "padding": 96}},
-        "save": {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": prefix}},
-    }
-    if diffusion_tile:
-        graph["tiled"] = {"class_type": "TiledDiffusion",
-                          "inputs": {"model": ["model", 0], "method": "mixture_of_diffusers",
-                                     "tile_width": diffusion_tile, "tile_height": diffusion_tile,
-                                     "overlap": diffusion_tile // 4, "tile_batch_size": 4, "seed": seed}}
-        graph["sample"]["inputs"]["model"] = ["tiled", 0]
-    return graph
-
-
 def poster_prompt(object_info: dict, checkpoint: dict | None, text: str | None, scale: int, seed: int) -> dict:
     """The poster workflow as the API prompt the frontend would queue, with the user's checkpoint
     (CheckpointLoaderSimple inputs) or scaled down for the demo model."""
-    import workflows
-
-    defs = workflows.Definitions(object_info)
-    saved = json.loads((workflows.OUT_DIR / f"{WORKFLOW}.json").read_text())
-    prompt = workflows.ui_to_api(saved, defs)
+    defs = Definitions(object_info)
+    saved = json.loads((EXAMPLE_DIR / f"{WORKFLOW}.json").read_text())
+    prompt = ui_to_api(saved, defs)
     if checkpoint is None:
-        prompt = workflows.for_demo(prompt, workflows.demo_settings(WORKFLOW, defs), scale=scale)
+        prompt = for_demo(prompt, demo_settings(WORKFLOW, defs), scale=scale)
     for node in prompt.values():
         inputs, title = node["inputs"], node.get("_meta", {}).get("title")
         if node["class_type"] == "CheckpointLoaderSimple" and checkpoint:
@@ -104,11 +75,6 @@ def main() -> int:
     with ComfyServer(workdir=ROOT / ".cache" / "main-job", model_dirs=model_dirs) as server:
         print(f"ComfyUI is up at {server.url} (log: {server.log_path})")
         prompt = poster_prompt(server.get("/object_info"), checkpoint, env("EXPANSE_PROMPT"), scale, seed)
-        client_id = uuid.uuid4().hex
-        status, answer = server.queue(prompt, client_id)
-        if status != 200:
-            print(f"ComfyUI refused the prompt: {answer}")
-            return 1
         started = time.monotonic()
         shown: dict[str, int] = {}
         titles = {node_id: node.get("_meta", {}).get("title", node["class_type"]) for node_id, node in prompt.items()}
@@ -123,9 +89,10 @@ def main() -> int:
         latent = next(n["inputs"] for n in prompt.values() if n["class_type"] == "EmptyLatentImage")
         print(f"queued {WORKFLOW} with {loader['class_type']}: composed at {latent['width']}x{latent['height']} px "
               f"by ProgressiveGrowSampler, then ChessTileRedraw 2x and TiledVAEDecode")
-        entry = server.wait(answer["prompt_id"], on_progress=report, client_id=client_id)
-        if entry["status"]["status_str"] != "success":
-            print("the workflow failed:", entry["status"].get("messages"))
+        try:
+            entry = server.run(prompt, on_progress=report, what="the workflow")
+        except RuntimeError as error:
+            print(error)
             return 1
         result = out_dir / "expanse_main.png"
         result.write_bytes(server.images(entry)[0])

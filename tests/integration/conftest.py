@@ -1,13 +1,8 @@
 import os
-import pathlib
-import sys
 
 import pytest
 import torch
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # tests/: host, tiny_models
-
-import host  # noqa: E402
+from expanse_harness import host, tiny_models
 
 
 @pytest.fixture(scope="session")
@@ -60,16 +55,12 @@ def node(comfy_nodes):
 
 @pytest.fixture(scope="session")
 def tiny_vae(comfy_nodes):
-    import tiny_models
-
     return tiny_models.tiny_vae()
 
 
 @pytest.fixture(scope="session")
 def conds(nodes):
     """(positive, negative) CONDITIONING from the tiny CLIP through ComfyUI's CLIPTextEncode."""
-    import tiny_models
-
     clip = tiny_models.tiny_clip()
     encode = nodes["CLIPTextEncode"]()
     return encode.encode(clip, "a lake under a night sky")[0], encode.encode(clip, "")[0]
@@ -78,6 +69,4 @@ def conds(nodes):
 @pytest.fixture(scope="session")
 def unet(comfy_nodes):
     """The tiny SD1.5-layout UNet (tiny_models.tiny_unet), as a ModelPatcher."""
-    import tiny_models
-
     return tiny_models.tiny_unet()

@@ -1,11 +1,11 @@
 """ChessTileRedraw in the real ComfyUI host with the tiny UNet, CLIP and VAE."""
-import sys
 
 import pytest
 import torch
 
-import tiny_models  # tests/ is on sys.path through tests/integration/conftest.py
+from expanse_harness import tiny_models
 from expanse.core import chess_redraw as cr
+from expanse.core import tiling
 from expanse.core import latent_resample as lr
 
 torch.set_grad_enabled(False)
@@ -51,7 +51,7 @@ def test_each_redraw_order_upscales_2x(nodes, unet, conds, vae, picture, order):
     if order == cr.NO_REDRAW:
         assert changed.max() < 1e-3, "no redraw, no seam fix: the encoded upscale itself"
     else:
-        grid = cr.tile_grid(*changed.shape, TILE // 8, TILE // 8)
+        grid = tiling.grid_rows(*changed.shape, TILE // 8, TILE // 8)
         for row in grid:  # every tile was redrawn
             for box in row:
                 assert changed[box.y0:box.y1, box.x0:box.x1].mean() > 1e-3, box
@@ -102,7 +102,7 @@ def test_controlnet_hints_reach_each_region_cropped(nodes, unet, conds, vae, pic
 
 def test_user_masks_and_percentage_areas_are_fitted_then_cut(nodes, conds):
     from expanse.core.tiling import Box
-    from expanse.nodes.tile_conds import ConditioningTiles, ControlCache
+    from expanse.runtime.tile_conds import ConditioningTiles, ControlCache
 
     positive, negative = conds
     mask = torch.zeros(1, 64, 96)  # pixel-sized, as ConditioningSetMask receives it
@@ -145,8 +145,8 @@ def test_auto_vae_mode_follows_the_picture_size(nodes, unet, conds, vae, picture
     the node's tile settings; exact at any size on a GPU that holds its activations. (How close
     local_attention comes to exact is measured on the trained demo VAE in test_tiled_vae_nodes.py;
     the tiny VAE's random attention is global.)"""
-    node = sys.modules[nodes["ChessTileRedraw"].__module__]  # the module ComfyUI loaded
-    tiled_vae = node.TiledVAEDecode.execute.__globals__["tiled_vae"]
+    from expanse.core import tiled_vae
+    from expanse.runtime import vae as node  # the one copy of the pack: ComfyUI's nodes run it
     runs = []
     real = {name: getattr(tiled_vae, name) for name in ("run_exact", "run_fast")}
 

@@ -37,10 +37,7 @@ def test_loader_objects_work_in_comfyui_nodes(node, demo):
 def test_fixed_seed_sample_matches_the_reference_statistics(comfy_nodes, demo):
     """Regression check against demo/weights/evaluation.json, written by demo/evaluate.py when the
     weights were trained: the same prompt, seed and sampler must give the same picture statistics."""
-    import sys
-
-    sys.path.insert(0, str(ROOT / "demo"))
-    import evaluate
+    from expanse.demo import evaluate
 
     reference = json.loads(EVALUATION.read_text())["reference_sample"]
     model, clip, vae = demo
@@ -54,7 +51,7 @@ def test_fixed_seed_sample_matches_the_reference_statistics(comfy_nodes, demo):
 
 
 def test_weight_file_roundtrip_restores_the_used_token_rows(tmp_path):
-    from expanse.nodes import demo_weights
+    from expanse.runtime import demo_weights
     from safetensors.torch import save_file
 
     vae = {"w": torch.randn(3, 3)}

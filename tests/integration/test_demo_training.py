@@ -108,16 +108,10 @@ def test_hour_schedule_refuses_to_refit_an_exported_file(first_run, tmp_path):
 def test_log_mse_loss_is_minus_a_tenth_of_the_mean_psnr(monkeypatch):
     """The refit's loss is the model card's measure: per-picture PSNR on the 0..1 scale of the
     clamped decode, averaged over pictures."""
-    import importlib.util
     import math
 
     import torch
-
-    spec = importlib.util.spec_from_file_location("demo_train", ROOT / "demo" / "train.py")
-    demo_train = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, demo_train)  # its dataclasses look their module up
-    monkeypatch.setattr(sys, "path", sys.path.copy())  # it puts scripts/ on the path when imported
-    spec.loader.exec_module(demo_train)
+    from expanse.demo import train as demo_train
 
     g = torch.Generator().manual_seed(3)
     x = torch.rand(3, 3, 16, 16, generator=g) * 2 - 1

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-import tiny_models  # tests/ is on sys.path through tests/integration/conftest.py
+from expanse_harness import tiny_models
 from expanse.core import latent_resample as lr
 from expanse.core import progressive as pg
 

@@ -5,8 +5,7 @@ import re
 import pytest
 import torch
 
-import tiny_models  # tests/ is on sys.path through tests/integration/conftest.py
-from expanse.core import regions as rg
+from expanse_harness import tiny_models
 
 torch.set_grad_enabled(False)
 
@@ -163,8 +162,8 @@ def test_chess_tile_redraw_cuts_a_region_like_any_mask(nodes, prompts):
     """Per-tile sampling (ChessTileRedraw) sees each tile as a canvas of its own: the region's
     averaging weight is cut to the tile and the whole-canvas compositing data dropped."""
     from expanse.core.tiling import Box
-    from expanse.nodes.region_prompt import REGION_KEY
-    from expanse.nodes.tile_conds import ConditioningTiles, ControlCache
+    from expanse.runtime.regions import REGION_KEY
+    from expanse.runtime.tile_conds import ConditioningTiles, ControlCache
 
     main, sofa, empty = prompts["a lake under a night sky"], prompts["a red sofa"], prompts[""]
     chain = region(nodes, main, sofa, feather=0.4)

@@ -4,8 +4,9 @@ import logging
 import pytest
 import torch
 
-import tiny_models  # tests/ is on sys.path through tests/integration/conftest.py
+from expanse_harness import tiny_models
 from expanse.core import tiled_diffusion as td
+from expanse.core import tiling
 
 torch.set_grad_enabled(False)
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 def wrappers_of(model, kind: str) -> list:
     import comfy.patcher_extension
-    from expanse.nodes.tiled_diffusion import WRAPPER_KEY
+    from expanse.runtime.diffusion_patch import WRAPPER_KEY
 
     return model.get_wrappers(getattr(comfy.patcher_extension.WrappersMP, kind), WRAPPER_KEY)
 
@@ -103,10 +104,10 @@ def test_controlnet_hints_are_cropped_to_each_tile_through_a_chain(nodes, unet, 
         positive, negative = apply.apply_controlnet(positive, negative, control, image, 1.0, 0.0, 1.0)
     ksample(nodes, tiled(nodes, unet, td.MULTIDIFFUSION, batch=2), (positive, negative), steps=2)
 
-    boxes = td.tile_boxes(LATENT_H, LATENT_W, TILE_PX // 8, TILE_PX // 8, OVERLAP_PX // 8)
+    boxes = tiling.tile_boxes(LATENT_H, LATENT_W, TILE_PX // 8, TILE_PX // 8, OVERLAP_PX // 8)
     for recorder, image in zip(recorders, images):
         canvas = image.movedim(-1, 1)
-        crops = {b: td.crop(canvas, b, 8) for b in boxes}
+        crops = {b: tiling.crop(canvas, b, 8) for b in boxes}
         seen = set()
         assert recorder.hints, "the ControlNet was called"
         for hint in recorder.hints:
@@ -122,7 +123,7 @@ def test_tile_copies_of_a_controlnet_share_no_hint_state_with_it(nodes):
     """A tile's ControlNet copy gets its own per-device clones (ComfyUI 0.33.0 runs a ControlNet on
     extra GPUs through `multigpu_clones`), each holding that tile's hint, and empty size-keyed hint
     caches (upstream's `cond_hints`), so no device or tile sees another's hint."""
-    from expanse.nodes.tile_conds import ControlCache
+    from expanse.runtime.tile_conds import ControlCache
 
     image = tiny_models.hint_image(LATENT_H * 8, LATENT_W * 8, 3).movedim(-1, 1)
     control = tiny_models.recording_controlnet(tiny_models.HintRecorder()).set_cond_hint(image)
@@ -132,10 +133,10 @@ def test_tile_copies_of_a_controlnet_share_no_hint_state_with_it(nodes):
     control.cond_hints = {(LATENT_H, LATENT_W): image}
     cache = ControlCache()
     cache.begin_step(LATENT_H, LATENT_W, (0, 0))
-    first, second = td.tile_boxes(LATENT_H, LATENT_W, TILE_PX // 8, TILE_PX // 8, OVERLAP_PX // 8)[:2]
+    first, second = tiling.tile_boxes(LATENT_H, LATENT_W, TILE_PX // 8, TILE_PX // 8, OVERLAP_PX // 8)[:2]
     copies = [cache.for_tiles(control, [box], 1) for box in (first, second)]
     for box, tiled in zip((first, second), copies):
-        assert torch.equal(tiled.cond_hint_original, td.crop(image, box, 8))
+        assert torch.equal(tiled.cond_hint_original, tiling.crop(image, box, 8))
         assert tiled.cond_hints == {} and tiled.cond_hint is None
         on_other_gpu = tiled.multigpu_clones[other_gpu]  # what 0.33.0's get_instance_for_device returns
         assert on_other_gpu is not device_clone and on_other_gpu is not tiled

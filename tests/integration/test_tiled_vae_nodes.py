@@ -1,12 +1,11 @@
 """TiledVAEEncode/TiledVAEDecode inside the real ComfyUI, against ComfyUI's own VAE nodes."""
 import logging
-import sys
 import types
 
 import pytest
 import torch
 
-import tiny_models
+from expanse_harness import tiny_models
 
 torch.set_grad_enabled(False)
 
@@ -147,7 +146,7 @@ def test_local_attention_keeps_exact_statistics_and_windows_attention(node, tiny
 def test_local_attention_is_close_to_exact_on_the_trained_demo_vae(node):
     """On a trained VAE (the demo model's) windowed attention changes little and far less than
     fast mode's estimated statistics: PSNR against the exact decode of a 1024 px scene."""
-    from expanse.nodes.demo_loader import WEIGHTS_DIR
+    from expanse.runtime.demo_model import WEIGHTS_DIR
 
     vae = node("DemoModelLoader").execute(weights="expanse-demo.safetensors").result[2]
     assert (WEIGHTS_DIR / "expanse-demo.safetensors").exists()
@@ -261,7 +260,7 @@ def test_exact_mode_parks_on_a_gpu_only_where_the_activations_fit(nodes, tiny_va
     a tile (each pass then skips two trips through host memory), and an automatic tile leaves them
     room; on a CPU, or where they do not fit, they stay in host memory. (The GPU is faked: these are
     the decisions; a GPU run of the same code is measured in bench/vae_bench.py.)"""
-    module = sys.modules[nodes["TiledVAEDecode"].__module__]  # the module ComfyUI loaded
+    from expanse.runtime import vae as module  # the one copy of the pack: ComfyUI's nodes run it
     program = module.compile_program(tiny_vae, "decoder")
     h, w, f32 = 25, 19, torch.float32
     parked = module.tiled_vae.parked_bytes(program, h, w, f32)
@@ -295,7 +294,7 @@ def test_out_of_memory_with_activations_on_the_gpu_redoes_the_run_in_ram(node, n
     the node redoes the run with them in RAM instead of failing; out of memory with them in RAM is
     the caller's error, as before. (A CPU run stands in for the device; the out-of-memory error is
     raised where the GPU would raise it.)"""
-    module = sys.modules[nodes["TiledVAEDecode"].__module__]
+    from expanse.runtime import vae as module
     samples = latent()
     expected = decode(node, tiny_vae, samples, tile_size=64)
     parks = []

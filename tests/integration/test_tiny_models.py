@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-import tiny_models  # tests/ is on sys.path through tests/integration/conftest.py
+from expanse_harness import tiny_models
 
 torch.set_grad_enabled(False)
 

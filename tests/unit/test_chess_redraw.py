@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from expanse.core import chess_redraw as cr
+from expanse.core import tiling
 from expanse.core.tiling import Box
 
 CANVASES = [(64, 64, 16, 16), (70, 45, 16, 12), (32, 100, 32, 24)]
@@ -90,7 +91,7 @@ def test_paste_touches_the_region_only():
 @pytest.mark.parametrize("mode", [m for m in cr.SEAM_MODES if m != cr.SEAMS_NONE])
 @pytest.mark.parametrize("h,w,th,tw", CANVASES)
 def test_seam_patches_cover_every_seam_and_batch(mode, h, w, th, tw):
-    grid = cr.tile_grid(h, w, th, tw)
+    grid = tiling.grid_rows(h, w, th, tw)
     passes = cr.seam_passes(h, w, th, tw, mode, band=8, feather=2)
     weight = torch.zeros(h, w)
     for patches in passes:

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from expanse.core import tiled_diffusion as td
+from expanse.core import tiling
 from expanse.core.tiling import Box
 
 
@@ -11,7 +12,7 @@ from expanse.core.tiling import Box
     (65, 64, 8, 1), (1000, 96, 32, 4),
 ])
 def test_tile_starts_cover_with_full_tiles_and_honour_overlap(length, tile, overlap, unit):
-    starts = td.tile_starts(length, tile, overlap, unit)
+    starts = tiling.tile_starts(length, tile, overlap, unit)
     assert starts[0] == 0 and starts[-1] == max(0, length - tile)  # full-size tiles, edges included
     assert starts == sorted(set(starts))
     for a, b in zip(starts, starts[1:]):
@@ -24,20 +25,20 @@ def test_tile_starts_cover_with_full_tiles_and_honour_overlap(length, tile, over
 
 
 def test_spread_is_even():
-    starts = td.tile_starts(200, 64, 16)
+    starts = tiling.tile_starts(200, 64, 16)
     gaps = [b - a for a, b in zip(starts, starts[1:])]
     assert max(gaps) - min(gaps) <= 1
 
 
 def test_one_tile_when_it_covers_the_canvas():
-    assert td.tile_starts(50, 64, 8) == [0]
-    assert td.tile_boxes(40, 50, 64, 64, 8) == [Box(0, 40, 0, 50)]
-    assert td.tile_boxes(40, 200, 64, 64, 8)[0].height == 40  # clipped in the short direction only
+    assert tiling.tile_starts(50, 64, 8) == [0]
+    assert tiling.tile_boxes(40, 50, 64, 64, 8) == [Box(0, 40, 0, 50)]
+    assert tiling.tile_boxes(40, 200, 64, 64, 8)[0].height == 40  # clipped in the short direction only
 
 
 def test_overlap_must_be_smaller_than_tile():
     with pytest.raises(ValueError, match="overlap"):
-        td.tile_starts(200, 64, 64)
+        tiling.tile_starts(200, 64, 64)
 
 
 @pytest.mark.parametrize("method", td.METHODS)
@@ -53,7 +54,7 @@ def test_every_latent_pixel_is_covered_and_weights_sum(method, h, w):
     # the denominator is the weights' sum: fusing a constant prediction gives the constant back
     canvas = torch.zeros(2, 3, h, w, dtype=torch.float64)
     ones = lambda boxes: [torch.ones(len(boxes) * 2, 3, 24, 20, dtype=torch.float64)]
-    fused, = td.fuse(ones, td.tile_batches(plan.boxes, 3), plan, 1, canvas)
+    fused, = td.fuse(ones, tiling.tile_batches(plan.boxes, 3), plan, 1, canvas)
     torch.testing.assert_close(fused, torch.ones_like(canvas), rtol=0, atol=1e-12)
 
 
@@ -93,10 +94,10 @@ def test_fused_equals_untiled_for_a_pointwise_model(method, shape, tile, overlap
 
     def predict(boxes):
         calls.append(len(boxes))
-        tiles = torch.cat([td.crop(canvas, b) for b in boxes])
+        tiles = torch.cat([tiling.crop(canvas, b) for b in boxes])
         return [pointwise(tiles), None]
 
-    cond, missing = td.fuse(predict, td.tile_batches(plan.boxes, 4), plan, 2, canvas)
+    cond, missing = td.fuse(predict, tiling.tile_batches(plan.boxes, 4), plan, 2, canvas)
     assert missing is None
     torch.testing.assert_close(td.roll(cond, shift, back=True), pointwise(x), rtol=0, atol=1e-12)
     assert sum(calls) == len(plan.boxes) and max(calls) <= 4
@@ -110,8 +111,8 @@ def test_local_model_is_exact_where_no_tile_border_interferes():
     x = torch.randn(1, 1, 40, 40, dtype=torch.float64)
     blur = lambda t: torch.nn.functional.avg_pool2d(torch.nn.functional.pad(t, (1, 1, 1, 1), mode="replicate"), 3, 1)
     plan = td.layout(td.MULTIDIFFUSION, 40, 40, 16, 16, 4, dtype=torch.float64)
-    fused, = td.fuse(lambda boxes: [torch.cat([blur(td.crop(x, b)) for b in boxes])],
-                     td.tile_batches(plan.boxes, 2), plan, 1, x)
+    fused, = td.fuse(lambda boxes: [torch.cat([blur(tiling.crop(x, b)) for b in boxes])],
+                     tiling.tile_batches(plan.boxes, 2), plan, 1, x)
     spoiled = torch.zeros(40, 40, dtype=torch.bool)
     for b in plan.boxes:
         inner = torch.zeros(40, 40, dtype=torch.bool)
@@ -145,7 +146,7 @@ def test_roll_round_trip_and_scale():
 
 def test_tile_batches_group_by_key_and_keep_size():
     boxes = [Box(0, 1, i, i + 1) for i in range(7)]
-    batches = td.tile_batches(boxes, 2, key=lambda b: b.x0 % 2)
+    batches = tiling.tile_batches(boxes, 2, key=lambda b: b.x0 % 2)
     assert [len(b) for b in batches] == [2, 2, 2, 1]
     assert all(len({b.x0 % 2 for b in batch}) == 1 for batch in batches)
     assert sorted(b for batch in batches for b in batch) == boxes

@@ -1,4 +1,4 @@
-"""Small models built from ComfyUI's own classes, shared by the integration and e2e tiers.
+"""Small models built from ComfyUI's own classes, shared by the integration tests and the benchmarks.
 
 ComfyUI's layers skip weight initialisation (comfy.ops.disable_weight_init leaves whatever was in
 memory), so every builder sets every parameter explicitly from a seed: scaled normal weights,
@@ -67,7 +67,7 @@ def full_size_vae(latent_channels: int = 4, seed: int = 0, quant_convs: bool = T
     return comfy.sd.VAE(sd=sd, device=device, dtype=dtype)
 
 
-def _seeded_module_state_dict(module: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
+def seeded_module_state_dict(module: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
     """seeded_state_dict for every entry of module.state_dict(). Norm layers whose names do not say
     "norm" (the UNet's GroupNorms sit at in_layers.0, out_layers.0, out.0) are keyed as norms, so
     their scales start near one too."""
@@ -110,10 +110,10 @@ def tiny_unet_config(latent_channels: int = 4, model_channels: int = 32) -> dict
 def tiny_unet(latent_channels: int = 4, model_channels: int = 32, seed: int = 0, prediction: str = "eps"):
     """A comfy.model_patcher.ModelPatcher (CPU) around a comfy.model_base.BaseModel whose UNetModel is a
     two-level SD1.5 (see tiny_unet_config), cross-attending to tiny_clip's 64-wide output, built by the
-    pack's own builder (nodes/small_models.py). latent_channels 4: SD15 latent format; 16: SD3's (scale
+    pack's own builder (runtime/small_models.py). latent_channels 4: SD15 latent format; 16: SD3's (scale
     and shift, no extra keys). prediction "eps" or "v" (V_PREDICTION), discrete 1000-step schedule."""
     import comfy.latent_formats
-    from expanse.nodes import small_models
+    from expanse.runtime import small_models
 
     formats = {4: comfy.latent_formats.SD15, 16: comfy.latent_formats.SD3}
     if latent_channels not in formats:
@@ -124,7 +124,7 @@ def tiny_unet(latent_channels: int = 4, model_channels: int = 32, seed: int = 0,
     cpu = torch.device("cpu")
     patcher = small_models.unet_patcher(config, formats[latent_channels](), prediction, device=cpu)
     unet = patcher.model.diffusion_model
-    unet.load_state_dict(_seeded_module_state_dict(unet, seed), strict=True)
+    unet.load_state_dict(seeded_module_state_dict(unet, seed), strict=True)
     return patcher
 
 
@@ -132,11 +132,11 @@ def tiny_clip(seed: int = 0):
     """A comfy.sd.CLIP (CPU, float32) as an SD1.5 checkpoint gives: ComfyUI's SD1 tokenizer (bundled,
     offline) and its CLIP text transformer cut to TINY_CLIP_CONFIG (width 64, 2 layers, 2 heads).
     CLIPTextEncode gives conditioning of shape (1, 77, 64) and a 64-wide pooled output."""
-    from expanse.nodes import small_models
+    from expanse.runtime import small_models
 
     clip = small_models.text_encoder(TINY_CLIP_CONFIG, device=torch.device("cpu"))
     model = clip.cond_stage_model
-    model.load_state_dict(_seeded_module_state_dict(model, seed), strict=True)
+    model.load_state_dict(seeded_module_state_dict(model, seed), strict=True)
     return clip
 
 

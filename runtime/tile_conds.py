@@ -26,10 +26,10 @@ import torch
 import comfy.conds
 import comfy.utils
 
-from ..core.tiled_diffusion import area_mult, crop, nonzero_box, roll
-from ..core.tiling import Box
+from ..core.tiled_diffusion import area_mult, nonzero_box, roll
+from ..core.tiling import Box, crop
 from .compat import copy_control
-from .region_prompt import REGION_KEY
+from .regions import REGION_KEY
 
 SKIP = "skip"  # the signature of a cond that misses a tile
 

@@ -1,5 +1,6 @@
-"""Driving a real ComfyUI server with the pack installed: start it, queue an API-format prompt,
-follow its progress, fetch the images. Used by the main job and by the end-to-end tests.
+"""Driving a real ComfyUI server with the pack installed: start it (or attach to a running one),
+upload pictures, queue an API-format prompt, follow its progress, fetch the images. Used by the
+main job, the example-workflow script and the end-to-end tests.
 
 Only the standard library and aiohttp (a ComfyUI requirement, so always in the host's venv).
 """
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import pathlib
 import socket
 import subprocess
@@ -19,45 +19,7 @@ import urllib.parse
 import urllib.request
 import uuid
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def comfy_dir() -> pathlib.Path:
-    """The ComfyUI host: COMFYUI_PATH, else the one the set-up script recorded in the running
-    Python's venv (.venv runs .comfyui/, .venv-latest runs .comfyui-latest/), else .comfyui/."""
-    if os.environ.get("COMFYUI_PATH"):
-        return pathlib.Path(os.environ["COMFYUI_PATH"]).resolve()
-    recorded = pathlib.Path(sys.prefix) / ".expanse-comfyui-path"
-    return pathlib.Path(recorded.read_text().strip()) if recorded.exists() else ROOT / ".comfyui"
-
-
-def register_pack() -> None:
-    """Makes the pack importable as `expanse` (core/ needs no ComfyUI). The repository root itself
-    must not go on sys.path: the pack's `nodes/` would hide ComfyUI's top-level `nodes` module."""
-    import importlib.util
-
-    if "expanse" in sys.modules:
-        return
-    spec = importlib.util.spec_from_file_location("expanse", ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules["expanse"] = pack
-    spec.loader.exec_module(pack)
-
-
-def import_host(cpu: bool = True) -> pathlib.Path:
-    """Puts the ComfyUI host on sys.path for in-process use; cpu=True before comfy.model_management
-    is imported keeps ComfyUI off any GPU."""
-    host = comfy_dir()
-    if not (host / "main.py").exists():
-        raise RuntimeError(f"no ComfyUI at {host}: run `make setup` (or set COMFYUI_PATH)")
-    if str(host) not in sys.path:
-        sys.path.insert(0, str(host))
-    import comfy.cli_args
-
-    if cpu:
-        comfy.cli_args.args.cpu = True
-    return host
+from .host import comfy_dir
 
 
 def free_port() -> int:
@@ -79,6 +41,13 @@ class ComfyServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path or self.workdir / "server.log"
         self.proc: subprocess.Popen | None = None
+
+    @classmethod
+    def attach(cls, url: str) -> "ComfyServer":
+        """A ComfyServer for a server started elsewhere (nothing is started or stopped)."""
+        server = cls.__new__(cls)
+        server.url, server.proc = url.rstrip("/"), None
+        return server
 
     def __enter__(self) -> "ComfyServer":
         self.start()
@@ -148,16 +117,27 @@ class ComfyServer:
         status, body = self.request("POST", path, json.dumps(payload).encode(), {"Content-Type": "application/json"})
         return status, (json.loads(body) if body else {})
 
-    def upload_image(self, png_path: pathlib.Path) -> str:
+    def upload_image(self, image: pathlib.Path | bytes, name: str | None = None, overwrite: bool = False) -> str:
+        """POST /upload/image (a PNG file, or its bytes under `name`); returns the name the server
+        stored it under. overwrite=True keeps the name: a picture of the same name is replaced
+        instead of the upload being renamed."""
+        if isinstance(image, bytes):
+            data = image
+        else:
+            data, name = image.read_bytes(), name or image.name
         boundary = uuid.uuid4().hex
-        data = png_path.read_bytes()
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{png_path.name}\"\r\n"
-                f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        part = f"--{boundary}\r\nContent-Disposition: form-data; name="
+        head = f"{part}\"overwrite\"\r\n\r\ntrue\r\n" if overwrite else ""
+        head += f"{part}\"image\"; filename=\"{name}\"\r\nContent-Type: image/png\r\n\r\n"
+        body = head.encode() + data + f"\r\n--{boundary}--\r\n".encode()
         status, resp = self.request("POST", "/upload/image", body,
                                     {"Content-Type": f"multipart/form-data; boundary={boundary}"})
         if status != 200:
-            raise RuntimeError(f"upload failed: HTTP {status}: {resp[:300]!r}")
-        return json.loads(resp)["name"]
+            raise RuntimeError(f"uploading {name} failed: HTTP {status}: {resp[:300]!r}")
+        stored = json.loads(resp)["name"]
+        if overwrite and stored != name:
+            raise RuntimeError(f"uploading {name} failed: the server stored it as {stored}")
+        return stored
 
     def queue(self, prompt: dict, client_id: str | None = None) -> tuple[int, dict]:
         """POST /prompt; returns (HTTP status, answer) so callers can inspect node_errors."""
@@ -179,6 +159,19 @@ class ComfyServer:
                     return history[prompt_id]
             time.sleep(0.25)
         raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout:.0f} s")
+
+    def run(self, prompt: dict, timeout: float = 1800.0, on_progress=None, what: str = "the prompt") -> dict:
+        """Queue, wait, check: the prompt's /history entry once it succeeded. Raises RuntimeError
+        naming `what` if ComfyUI refuses the prompt (with its node_errors) or the run fails.
+        on_progress(value, max, node id) follows the progress while it runs."""
+        client_id = uuid.uuid4().hex
+        status, answer = self.queue(prompt, client_id)
+        if status != 200:
+            raise RuntimeError(f"ComfyUI refused {what}: {json.dumps(answer)[:2000]}")
+        entry = self.wait(answer["prompt_id"], timeout=timeout, on_progress=on_progress, client_id=client_id)
+        if entry["status"]["status_str"] != "success":
+            raise RuntimeError(f"{what} failed: {json.dumps(entry['status'])[:2000]}")
+        return entry
 
     async def _follow(self, prompt_id: str, client_id: str, on_progress) -> None:
         import aiohttp
