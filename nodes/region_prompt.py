@@ -8,6 +8,16 @@ from ..runtime.host import CATEGORY
 from ..runtime.regions import region_conds
 
 
+# The region's box as fractions of the canvas, so a workflow survives a size change: (name, default,
+# tooltip). The region editor (web/region_editor.js) reads and writes these four widgets.
+BOX_INPUTS = (
+    ("x", 0.25, "Left edge of the region, as a fraction of the canvas width (0 = left)."),
+    ("y", 0.25, "Top edge of the region, as a fraction of the canvas height (0 = top)."),
+    ("width", 0.5, "Region width as a fraction of the canvas width; x + width at most 1."),
+    ("height", 0.5, "Region height as a fraction of the canvas height; y + height at most 1."),
+)
+
+
 class RegionPrompt(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -25,14 +35,8 @@ class RegionPrompt(io.ComfyNode):
                                               "no region is, so uncovered parts are not left blank."),
                 io.Conditioning.Input("region_conditioning",
                                       tooltip="The region's own prompt, from a CLIP Text Encode."),
-                io.Float.Input("x", default=0.25, min=0.0, max=1.0, step=0.01,
-                               tooltip="Left edge of the region, as a fraction of the canvas width (0 = left)."),
-                io.Float.Input("y", default=0.25, min=0.0, max=1.0, step=0.01,
-                               tooltip="Top edge of the region, as a fraction of the canvas height (0 = top)."),
-                io.Float.Input("width", default=0.5, min=0.0, max=1.0, step=0.01,
-                               tooltip="Region width as a fraction of the canvas width; x + width at most 1."),
-                io.Float.Input("height", default=0.5, min=0.0, max=1.0, step=0.01,
-                               tooltip="Region height as a fraction of the canvas height; y + height at most 1."),
+                *[io.Float.Input(name, default=default, min=0.0, max=1.0, step=0.01, tooltip=tooltip)
+                  for name, default, tooltip in BOX_INPUTS],
                 io.Combo.Input("type", options=list(rg.KINDS), default=rg.FOREGROUND,
                                tooltip="foreground: replaces what is under it inside its feathered edge (a "
                                        "subject). background: blends with what is under it (a setting, a mood)."),
