@@ -152,14 +152,12 @@ LOCAL_ATTENTION_TILE_PX, LOCAL_ATTENTION_MARGIN_PX = 256, 256
 FAST_TILE_PX = 1024
 
 
-def mode_for(mode: str, vae, height_px: int, width_px: int, which: str) -> str:
-    """The tiled VAE mode for the encode or decode (`which`: "encoder" or "decoder") of a picture
-    of this size. auto is exact on a GPU that holds exact mode's activations at that moment (the
+def auto_mode(vae, height_px: int, width_px: int, which: str) -> str:
+    """The tiled VAE mode auto takes for the encode or decode (`which`: "encoder" or "decoder") of
+    a picture of this size: exact on a GPU that holds exact mode's activations at that moment (the
     UNet may hold some of its memory at one and not the other); elsewhere exact while the picture
     is at most AUTO_EXACT_MAX_PIXELS and global attention at most AUTO_EXACT_MAX_ATTENTION_SHARE
     of the decoder's work, local_attention up to AUTO_LOCAL_MAX_PIXELS, fast above."""
-    if mode != AUTO:
-        return mode
     try:
         if exact_parks_on_device(vae, height_px, width_px, which):
             return "exact"
@@ -179,9 +177,9 @@ def mode_for(mode: str, vae, height_px: int, width_px: int, which: str) -> str:
 def _settings(vae, which: str, height_px: int, width_px: int, mode: str, tile_size: int, padding: int | None,
               default_padding: int) -> tuple[str, int, int]:
     """(mode, tile_size, padding) to run with: those given, or for AUTO those it picks for a picture
-    of this size (mode_for, with its tile settings); padding None is the default."""
+    of this size (auto_mode, with its tile settings); padding None is the default."""
     if mode == AUTO:
-        mode = mode_for(AUTO, vae, height_px, width_px, which)
+        mode = auto_mode(vae, height_px, width_px, which)
         if mode == "local_attention":
             return mode, LOCAL_ATTENTION_TILE_PX, LOCAL_ATTENTION_MARGIN_PX
         tile_size, padding = (FAST_TILE_PX if mode == "fast" else 0), None
