@@ -112,7 +112,7 @@ def worker(approach: str, result_px: int, sd15: bool) -> None:
         seconds = common.timed(baseline, nodes, model, positive, negative, vae, picture, tile=tile,
                                padding=padding, feather=feather, **settings)
     else:
-        seconds = common.timed(nodes["ChessTileRedraw"].execute, model, positive, negative, vae, image=picture,
+        seconds = common.timed(nodes["ExpanseChessTileRedraw"].execute, model, positive, negative, vae, image=picture,
                                upscale_by=2.0, tile_width=tile, tile_height=tile, padding=padding,
                                mask_feather=feather, tile_batch_size=4, redraw_order="chess", **settings)
     print(json.dumps({"status": "ok", "seconds": seconds, "unet_seconds": unet_meter.seconds,

@@ -56,7 +56,7 @@ def worker(approach: str, final: int, steps: int, refine_steps: int, count_only:
             big = nodes["LatentUpscaleBy"]().upscale(small, "bislerp", 4.0)[0]
             ksampler(model, 0, steps, 5.0, "euler", "normal", positive, negative, big, denoise=0.5)
         else:
-            nodes["ProgressiveGrowSampler"].execute(model, positive, negative, empty(final), 0, steps, 5.0, "euler",
+            nodes["ExpanseProgressiveGrowSampler"].execute(model, positive, negative, empty(final), 0, steps, 5.0, "euler",
                                                     "normal", refine_steps=refine_steps)
 
     ksampler(model, 0, 1, 5.0, "euler", "normal", positive, negative, empty(64))  # load and warm up

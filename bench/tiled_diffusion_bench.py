@@ -44,7 +44,7 @@ def worker(method: str, canvas: int, tile: int, overlap: int, batch: int, limit_
     step(model, 64)  # loads the model, warms the kernels
     one_tile = min(step(model, min(tile, canvas)) for _ in range(2))
     sampled = model if method == "untiled" else \
-        nodes["TiledDiffusion"].execute(model, method, tile, tile, overlap, batch, 0).result[0]
+        nodes["ExpanseTiledDiffusion"].execute(model, method, tile, tile, overlap, batch, 0).result[0]
     meter.reset()
     rss_before = watchdog.peak_bytes()
     if cuda:

@@ -48,7 +48,7 @@ def worker(method: str, size: int, tile: int, out_path: str, limit_gib: float) -
     elif method == "builtin":
         image = nodes["VAEDecodeTiled"]().decode(vae, samples, tile, 64, 64, 8)[0]
     else:
-        image = nodes["TiledVAEDecode"].execute(samples=samples, vae=vae, tile_size=tile, mode=method,
+        image = nodes["ExpanseTiledVAEDecode"].execute(samples=samples, vae=vae, tile_size=tile, mode=method,
                                                 padding=96).result[0]
     if cuda:
         torch.cuda.synchronize()

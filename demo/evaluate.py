@@ -46,13 +46,13 @@ PANORAMA = {"prompt": "a sunset sky with a sun over mountains and a lake", "seed
 def panorama(nodes, model, clip, vae, prompt, seed):
     """A canvas far wider and taller than the model was trained at: TiledDiffusion over 256 px tiles,
     then the tiled VAE decode; (H, W, 3) numpy."""
-    tiled = nodes["TiledDiffusion"].execute(model, PANORAMA["method"], PANORAMA["tile"], PANORAMA["tile"],
+    tiled = nodes["ExpanseTiledDiffusion"].execute(model, PANORAMA["method"], PANORAMA["tile"], PANORAMA["tile"],
                                             PANORAMA["overlap"], 8, seed).result[0]
     positive = nodes["CLIPTextEncode"]().encode(clip, prompt)[0]
     negative = nodes["CLIPTextEncode"]().encode(clip, "")[0]
     latent = nodes["EmptyLatentImage"]().generate(PANORAMA["width"], PANORAMA["height"], 1)[0]
     out = nodes["KSampler"]().sample(tiled, seed, 20, 5.0, "euler", "normal", positive, negative, latent)[0]
-    return nodes["TiledVAEDecode"].execute(samples=out, vae=vae, tile_size=512).result[0][0].numpy()
+    return nodes["ExpanseTiledVAEDecode"].execute(samples=out, vae=vae, tile_size=512).result[0][0].numpy()
 
 
 def image_stats(image: np.ndarray) -> dict:

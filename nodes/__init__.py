@@ -1,6 +1,7 @@
 """The ComfyUI adapters: read inputs, call core/, return outputs."""
 from comfy_api.latest import ComfyExtension, io
 
+from ..runtime.host import watch_node_ids
 from .chess_redraw import ChessTileRedraw
 from .demo_loader import DemoModelLoader
 from .latent_upscale import LatentUpscaleAdvanced
@@ -12,5 +13,7 @@ from .tiled_vae import TiledVAEDecode, TiledVAEEncode
 
 class ExpanseExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [TiledVAEEncode, TiledVAEDecode, TiledDiffusion, LatentUpscaleAdvanced, ProgressiveGrowSampler,
-                ChessTileRedraw, RegionPrompt, DemoModelLoader]
+        node_classes = [TiledVAEEncode, TiledVAEDecode, TiledDiffusion, LatentUpscaleAdvanced,
+                        ProgressiveGrowSampler, ChessTileRedraw, RegionPrompt, DemoModelLoader]
+        watch_node_ids(node_classes)
+        return node_classes

@@ -8,6 +8,7 @@ from comfy_api.latest import io
 
 from ..core import chess_redraw as cr
 from ..runtime import vae as runtime_vae
+from ..runtime.compat import node_schema
 from ..runtime.host import CATEGORY, sampling_inputs
 from ..runtime.redraw import Redraw, upscaled_canvas
 
@@ -17,8 +18,10 @@ NODE = "ChessTileRedraw"
 class ChessTileRedraw(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id=NODE,
+        return node_schema(
+            node_id="ExpanseChessTileRedraw",
+            search_aliases=["ultimate sd upscale", "tile upscale", "tiled upscale", "upscale", "tile redraw",
+                            "usdu", "hires fix"],
             display_name="Chess Tile Redraw (Expanse)",
             category=f"{CATEGORY}/upscale",
             description="Upscales a picture and redraws it tile by tile at low denoise (Ultimate SD Upscale's "
@@ -72,8 +75,8 @@ class ChessTileRedraw(io.ComfyNode):
                                        "all of that range), else local_attention (linear time, close to exact) "
                                        "up to 4096x4096, fast above (bounded memory)."),
             ],
-            outputs=[io.Image.Output("IMAGE", tooltip="The redrawn picture."),
-                     io.Latent.Output("LATENT", tooltip="Its latent, for chaining.")],
+            outputs=[io.Image.Output("redrawn_image", display_name="image", tooltip="The redrawn picture."),
+                     io.Latent.Output("redrawn_latent", display_name="latent", tooltip="Its latent, for chaining.")],
         )
 
     @classmethod

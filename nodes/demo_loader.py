@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..runtime.compat import node_schema
 from ..runtime.demo_model import DEFAULT_WEIGHTS, WEIGHTS_DIR, load_demo, weight_files
 from ..runtime.host import CATEGORY
 
@@ -10,8 +11,9 @@ from ..runtime.host import CATEGORY
 class DemoModelLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="DemoModelLoader",
+        return node_schema(
+            node_id="ExpanseDemoModelLoader",
+            search_aliases=["demo model", "checkpoint loader", "load checkpoint"],
             display_name="Demo Model Loader (Expanse)",
             category=f"{CATEGORY}/demo",
             description="Loads the small latent diffusion model trained for Expanse's examples: skies, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..core import latent_resample as lr
+from ..runtime.compat import node_schema
 from ..runtime.host import CATEGORY
 from ..runtime.latent import pixel_ratio, resize_latent, target_size
 
@@ -20,8 +21,9 @@ METHOD_TOOLTIP = (
 class LatentUpscaleAdvanced(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id=NODE,
+        return node_schema(
+            node_id="ExpanseLatentUpscaleAdvanced",
+            search_aliases=["latent upscale", "upscale latent", "resize latent", "hires fix", "bislerp", "lanczos"],
             display_name="Latent Upscale Advanced (Expanse)",
             category=f"{CATEGORY}/latent",
             description="Resizes a latent by a factor or to a size, with lanczos, bislerp, bicubic and other "
@@ -29,7 +31,8 @@ class LatentUpscaleAdvanced(io.ComfyNode):
                         "pixel space with the tiled VAE when a VAE is connected. Keeps the noise mask aligned.",
             inputs=[
                 io.Latent.Input("samples", tooltip="The latent to resize."),
-                io.Combo.Input("method", options=list(lr.METHODS), default=DEFAULT_METHOD, tooltip=METHOD_TOOLTIP),
+                io.Combo.Input("upscale_method", options=list(lr.METHODS), default=DEFAULT_METHOD,
+                               tooltip=METHOD_TOOLTIP),
                 io.Float.Input("scale_by", default=1.5, min=0.0, max=16.0, step=0.05,
                                tooltip="Resize factor. 0 uses width and height instead."),
                 io.Int.Input("width", default=0, min=0, max=65536, step=8,
@@ -51,12 +54,12 @@ class LatentUpscaleAdvanced(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, samples, method=DEFAULT_METHOD, scale_by=1.5, width=0, height=0, antialias=True,
+    def execute(cls, samples, upscale_method=DEFAULT_METHOD, scale_by=1.5, width=0, height=0, antialias=True,
                 vae=None) -> io.NodeOutput:
         z = samples["samples"]
         if z.ndim < 4 or z.shape[0] == 0:
             raise ValueError(f"{NODE}: samples is empty or not a latent (shape {tuple(z.shape)})")
         downscale = pixel_ratio(vae)
         new_h, new_w = target_size(NODE, z, scale_by, width, height, downscale)
-        out = resize_latent(NODE, samples, new_h, new_w, method, antialias=antialias, vae=vae)
+        out = resize_latent(NODE, samples, new_h, new_w, upscale_method, antialias=antialias, vae=vae)
         return io.NodeOutput(out, new_w * downscale, new_h * downscale)

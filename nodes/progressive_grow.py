@@ -10,6 +10,7 @@ from comfy_api.latest import io
 
 from ..core import latent_resample as lr
 from ..core import progressive
+from ..runtime.compat import node_schema
 from ..runtime.geometry import model_geometry
 from ..runtime.host import CATEGORY, sampling_inputs
 from ..runtime.latent import resize_latent
@@ -21,8 +22,9 @@ NODE = "ProgressiveGrowSampler"
 class ProgressiveGrowSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id=NODE,
+        return node_schema(
+            node_id="ExpanseProgressiveGrowSampler",
+            search_aliases=["hires fix", "progressive upscale", "iterative upscale", "img2img upscale", "grow"],
             display_name="Progressive Grow Sampler (Expanse)",
             category=f"{CATEGORY}/sampling",
             description="Draws the picture small (composition), then grows the latent stage by stage to the "

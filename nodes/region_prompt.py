@@ -4,6 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..core import regions as rg
+from ..runtime.compat import node_schema
 from ..runtime.host import CATEGORY
 from ..runtime.regions import region_conds
 
@@ -21,8 +22,10 @@ BOX_INPUTS = (
 class RegionPrompt(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="RegionPrompt",
+        return node_schema(
+            node_id="ExpanseRegionPrompt",
+            search_aliases=["regional prompt", "area prompt", "area composition", "attention couple",
+                            "conditioning area", "regional conditioning"],
             display_name="Region Prompt (Expanse)",
             category=f"{CATEGORY}/conditioning",
             description="Puts a prompt in one part of the canvas. Chain several (conditioning out into the next "

@@ -8,6 +8,7 @@ from comfy_api.latest import io
 
 from ..core import tiled_diffusion as td
 from ..core.tiling import snap
+from ..runtime.compat import node_schema
 from ..runtime.diffusion_patch import TiledDiffusionPatch
 from ..runtime.geometry import model_geometry
 from ..runtime.host import CATEGORY
@@ -42,8 +43,10 @@ def _on_grid(name: str, value: int, grid: int) -> int:
 class TiledDiffusion(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="TiledDiffusion",
+        return node_schema(
+            node_id="ExpanseTiledDiffusion",
+            search_aliases=["multidiffusion", "mixture of diffusers", "spotdiffusion", "tiled sampling",
+                            "panorama", "tiled ksampler"],
             display_name="Tiled Diffusion (Expanse)",
             category=f"{CATEGORY}/sampling",
             description="Patches a model so any sampler denoises the canvas in tiles: canvases larger "

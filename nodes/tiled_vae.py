@@ -4,6 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..runtime import vae as runtime_vae
+from ..runtime.compat import node_schema
 from ..runtime.host import CATEGORY
 
 
@@ -17,8 +18,9 @@ def _tiling_inputs(*, tile: str, mode: str, padding: int, padding_tooltip: str) 
 class TiledVAEDecode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="TiledVAEDecode",
+        return node_schema(
+            node_id="ExpanseTiledVAEDecode",
+            search_aliases=["tiled vae", "vae decode tiled", "tiled decode", "large image decode"],
             display_name="Tiled VAE Decode (Expanse)",
             category=f"{CATEGORY}/vae",
             description="Decodes latents of any size tile by tile. Exact mode shares every GroupNorm's "
@@ -54,8 +56,9 @@ class TiledVAEDecode(io.ComfyNode):
 class TiledVAEEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="TiledVAEEncode",
+        return node_schema(
+            node_id="ExpanseTiledVAEEncode",
+            search_aliases=["tiled vae", "vae encode tiled", "tiled encode", "large image encode"],
             display_name="Tiled VAE Encode (Expanse)",
             category=f"{CATEGORY}/vae",
             description="Encodes images of any size tile by tile. Exact mode shares every GroupNorm's "

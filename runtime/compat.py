@@ -18,9 +18,11 @@ Checked and needing nothing here (0.33.0, and the stored upstream files up to 0.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Callable
 
 import torch
+from comfy_api.latest import io
 
 # What a ControlNet / T2I-Adapter caches of the hint it was last fitted to. 0.3.75 and 0.33.0 keep
 # one (`cond_hint`, `control_input`); upstream after 0.33.0 is moving to dicts keyed by size
@@ -83,3 +85,14 @@ def comfy_tiled_encode(vae, pixels: torch.Tensor, tile_px: int, padding_px: int)
     tile = max(tile_px, 64)
     overlap = _overlap(tile, padding_px, ratio)
     return _ordinary(lambda: vae.encode_tiled(pixels, tile_x=tile, tile_y=tile, overlap=overlap))
+
+
+# Fields of the node schema this host knows. `search_aliases` came with 0.33.0 (whose frontend,
+# 1.49.6, searches them); 0.3.75's Schema has no such field and its frontend (1.32.9) searches
+# only names and display names.
+_SCHEMA_FIELDS = frozenset(field.name for field in dataclasses.fields(io.Schema))
+
+
+def node_schema(**fields) -> io.Schema:
+    """io.Schema of the fields this host's Schema has; the others are left out."""
+    return io.Schema(**{name: value for name, value in fields.items() if name in _SCHEMA_FIELDS})

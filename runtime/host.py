@@ -1,6 +1,8 @@
-"""What every Expanse node shares with the ComfyUI host: the category, progress and Cancel."""
+"""What every Expanse node shares with the ComfyUI host: the category, progress and Cancel, and
+the watch over the node ids it registers."""
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 import comfy.model_management
@@ -9,6 +11,8 @@ import comfy.utils
 from comfy_api.latest import io
 
 CATEGORY = "Expanse"
+
+log = logging.getLogger("expanse")
 
 
 def progress_ticker(total: int) -> Callable[[], None]:
@@ -36,3 +40,43 @@ def sampling_inputs(seed_tooltip: str, steps_tooltip: str) -> list:
         io.Combo.Input("scheduler", options=list(comfy.samplers.KSampler.SCHEDULERS), default="normal",
                        tooltip="Any of ComfyUI's schedulers."),
     ]
+
+
+
+def _rival(node_id: str, ours: type) -> type | None:
+    """The class another pack registered under node_id, if ComfyUI's registry holds one."""
+    import nodes as comfy_nodes  # ComfyUI's registry, imported when needed: it imports the whole host
+
+    registered = comfy_nodes.NODE_CLASS_MAPPINGS.get(node_id)
+    return registered if registered is not None and registered is not ours else None
+
+
+def _warn(node_id: str, rival: type, what: str) -> None:
+    pack = getattr(rival, "RELATIVE_PYTHON_MODULE", None) or rival.__module__
+    log.warning("Expanse: the node id %r %s by another pack (%s); ComfyUI keeps one node per id. "
+                "Remove one of the two packs, or ask its author to rename the node.", node_id, what, pack)
+
+
+def watch_node_ids(node_classes: list[type[io.ComfyNode]]) -> None:
+    """Warns in the log when another pack registers one of our node ids: ComfyUI lets the pack
+    that loads last replace the other's node without a word. Packs loaded before us are seen now;
+    those loaded after us at the first prompt, the one hook both hosts run once all packs are in."""
+    ours = {cls.define_schema().node_id: cls for cls in node_classes}
+    for node_id, cls in ours.items():
+        if (rival := _rival(node_id, cls)) is not None:
+            _warn(node_id, rival, "is already registered (Expanse's node replaces it)")
+    try:
+        from server import PromptServer
+        server = PromptServer.instance
+    except (ImportError, AttributeError):  # no server: scripts and in-process tests
+        return
+    warned: set[str] = set()
+
+    def check(json_data):
+        for node_id, cls in ours.items():
+            if node_id not in warned and (rival := _rival(node_id, cls)) is not None:
+                warned.add(node_id)
+                _warn(node_id, rival, "was taken over")
+        return json_data
+
+    server.add_on_prompt_handler(check)

@@ -36,7 +36,7 @@ def model_nodes() -> tuple[dict, dict]:
     """The loader node for the user's checkpoint or the demo model, and extra model folders."""
     checkpoint = os.environ.get("EXPANSE_CHECKPOINT")
     if not checkpoint:
-        return {"class_type": "DemoModelLoader", "inputs": {"weights": DEMO_WEIGHTS}}, {}
+        return {"class_type": "ExpanseDemoModelLoader", "inputs": {"weights": DEMO_WEIGHTS}}, {}
     path = pathlib.Path(checkpoint).expanduser().resolve()
     if not path.is_file():
         sys.exit(f"EXPANSE_CHECKPOINT={path} is not a file")
@@ -58,7 +58,7 @@ def poster_prompt(object_info: dict, checkpoint: dict | None, text: str | None, 
             inputs.update(checkpoint)
         if node["class_type"] == "CLIPTextEncode" and title == "Positive prompt" and text:
             inputs["text"] = text
-        if node["class_type"] == "ProgressiveGrowSampler":
+        if node["class_type"] == "ExpanseProgressiveGrowSampler":
             inputs["seed"] = seed
         if node["class_type"] == "SaveImage":
             inputs["filename_prefix"] = "expanse_main"

@@ -9,7 +9,7 @@
 // longer draws the node, so onDraw never comes). Nothing here asks which one is on.
 import { app } from "../../scripts/app.js";
 
-const NODE_CLASS = "RegionPrompt";
+const NODE_CLASS = "ExpanseRegionPrompt";
 const EDITOR = "region_editor"; // the DOM widget's name; must not be one of the node's input names
 const BOX = ["x", "y", "width", "height"];
 const MIN_SIZE = 0.02; // fractions of the canvas: a smaller box could no longer be grabbed

@@ -46,8 +46,8 @@ JS_CHAIN = """() => {
     app.graph.clear();
     app.canvas.ds.scale = 1;
     app.canvas.ds.offset = [0, 0];
-    const a = LiteGraph.createNode("RegionPrompt");
-    const b = LiteGraph.createNode("RegionPrompt");
+    const a = LiteGraph.createNode("ExpanseRegionPrompt");
+    const b = LiteGraph.createNode("ExpanseRegionPrompt");
     a.pos = [80, 150];
     b.pos = [480, 150];
     app.graph.add(a);

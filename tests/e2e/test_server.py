@@ -10,22 +10,22 @@ from expanse_harness.workflows import text_to_image_prompt
 
 # Every node the pack registers, with the inputs users wire or set.
 PACK_NODES = {
-    "TiledVAEEncode": {"pixels", "vae", "tile_size", "mode", "padding"},
-    "TiledVAEDecode": {"samples", "vae", "tile_size", "mode", "padding"},
-    "TiledDiffusion": {"model", "method", "tile_width", "tile_height", "overlap", "tile_batch_size", "seed"},
-    "LatentUpscaleAdvanced": {"samples", "method", "scale_by", "width", "height", "antialias"},
-    "ProgressiveGrowSampler": {"model", "positive", "negative", "latent_image", "seed", "steps", "cfg", "sampler_name",
+    "ExpanseTiledVAEEncode": {"pixels", "vae", "tile_size", "mode", "padding"},
+    "ExpanseTiledVAEDecode": {"samples", "vae", "tile_size", "mode", "padding"},
+    "ExpanseTiledDiffusion": {"model", "method", "tile_width", "tile_height", "overlap", "tile_batch_size", "seed"},
+    "ExpanseLatentUpscaleAdvanced": {"samples", "upscale_method", "scale_by", "width", "height", "antialias"},
+    "ExpanseProgressiveGrowSampler": {"model", "positive", "negative", "latent_image", "seed", "steps", "cfg", "sampler_name",
                                "scheduler", "min_scale", "max_scale", "stages", "spacing", "refine", "denoise_second",
                                "denoise_last", "refine_steps", "upscale_method", "stage_noise"},
-    "ChessTileRedraw": {"model", "positive", "negative", "vae", "upscale_by", "seed", "steps", "cfg", "sampler_name",
+    "ExpanseChessTileRedraw": {"model", "positive", "negative", "vae", "upscale_by", "seed", "steps", "cfg", "sampler_name",
                         "scheduler", "denoise", "tile_width", "tile_height", "padding", "mask_feather",
                         "tile_batch_size", "redraw_order", "seam_fix", "seam_fix_denoise", "seam_fix_width",
                         "seam_fix_feather"},
-    "RegionPrompt": {"conditioning", "region_conditioning", "x", "y", "width", "height", "type", "feather", "strength",
+    "ExpanseRegionPrompt": {"conditioning", "region_conditioning", "x", "y", "width", "height", "type", "feather", "strength",
                      "canvas_width", "canvas_height"},
-    "DemoModelLoader": {"weights"},
+    "ExpanseDemoModelLoader": {"weights"},
 }
-DEMO = {"class_type": "DemoModelLoader", "inputs": {"weights": "expanse-demo.safetensors"}}
+DEMO = {"class_type": "ExpanseDemoModelLoader", "inputs": {"weights": "expanse-demo.safetensors"}}
 # The uploaded picture's side: the demo VAE was fitted at 256-384 px and loses accuracy at its borders
 # on pictures under ~128 px (demo/MODEL_CARD.md).
 SIDE = 192
@@ -35,10 +35,10 @@ def roundtrip_prompt(image_name, tile_size=64):
     return {
         "model": DEMO,
         "picture": {"class_type": "LoadImage", "inputs": {"image": image_name}},
-        "encode": {"class_type": "TiledVAEEncode",
+        "encode": {"class_type": "ExpanseTiledVAEEncode",
                    "inputs": {"pixels": ["picture", 0], "vae": ["model", 2], "tile_size": 64, "mode": "exact",
                               "padding": 64}},
-        "decode": {"class_type": "TiledVAEDecode",
+        "decode": {"class_type": "ExpanseTiledVAEDecode",
                    "inputs": {"samples": ["encode", 0], "vae": ["model", 2], "tile_size": tile_size, "mode": "exact",
                               "padding": 96}},
         "save": {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": "e2e"}},
@@ -122,7 +122,7 @@ def region_prompt(x=0.5, width=0.5, diffusion_tile=64):
                                  diffusion_tile=diffusion_tile, prefix="e2e_region")
     graph["region_text"] = {"class_type": "CLIPTextEncode",
                             "inputs": {"clip": ["model", 1], "text": "red and yellow checks"}}
-    graph["region"] = {"class_type": "RegionPrompt",
+    graph["region"] = {"class_type": "ExpanseRegionPrompt",
                        "inputs": {"conditioning": ["positive", 0], "region_conditioning": ["region_text", 0],
                                   "x": x, "y": 0.0, "width": width, "height": 1.0, "type": "foreground",
                                   "feather": 0.1, "strength": 1.0, "canvas_width": 128, "canvas_height": 128}}

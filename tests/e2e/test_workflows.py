@@ -24,7 +24,7 @@ FRONTEND_NODES = {"Note", "MarkdownNote", "PrimitiveNode", "Reroute"}  # the fro
 CORE_MODULES = ("nodes", "comfy_extras.", "comfy_api_nodes.")
 TEST_SIDE = 128  # the largest canvas of a test run, in pixels
 TEST_STEPS = 2
-DEMO = {"class_type": "DemoModelLoader", "inputs": {"weights": wf.DEMO_WEIGHTS}}
+DEMO = {"class_type": "ExpanseDemoModelLoader", "inputs": {"weights": wf.DEMO_WEIGHTS}}
 
 
 def pack_folder() -> str:
@@ -150,7 +150,7 @@ def test_ui_to_api_follows_the_frontend(defs):
     # widgets_values [seed, "fixed", steps, cfg, sampler, scheduler, denoise]: the control value skipped
     assert {k: v for k, v in sampler["inputs"].items() if not isinstance(v, list)} == {
         "seed": 7, "steps": 30, "cfg": 7, "sampler_name": "dpmpp_2m", "scheduler": "karras", "denoise": 1}
-    tiled = next(n for n in api.values() if n["class_type"] == "TiledDiffusion")
+    tiled = next(n for n in api.values() if n["class_type"] == "ExpanseTiledDiffusion")
     assert tiled["inputs"]["seed"] == 0 and tiled["inputs"]["tile_batch_size"] == 4  # no control value there
     assert sampler["inputs"]["model"] == [next(k for k, n in api.items() if n is tiled), 0]
 
@@ -160,9 +160,9 @@ def test_scale_for_the_demo_model(defs):
     demo = wf.demo_settings("tiled_diffusion_panorama", defs)
     api = wf.for_demo(wf.ui_to_api(ui, defs), demo, scale=4, steps=3)
     kinds = {n["class_type"]: n["inputs"] for n in api.values()}
-    assert "CheckpointLoaderSimple" not in kinds and kinds["DemoModelLoader"] == {"weights": wf.DEMO_WEIGHTS}
+    assert "CheckpointLoaderSimple" not in kinds and kinds["ExpanseDemoModelLoader"] == {"weights": wf.DEMO_WEIGHTS}
     assert (kinds["EmptyLatentImage"]["width"], kinds["EmptyLatentImage"]["height"]) == (768, 256)
-    assert (kinds["TiledDiffusion"]["tile_width"], kinds["TiledDiffusion"]["overlap"]) == (192, 32)
+    assert (kinds["ExpanseTiledDiffusion"]["tile_width"], kinds["ExpanseTiledDiffusion"]["overlap"]) == (192, 32)
     assert kinds["KSampler"]["steps"] == 3
     texts = {n["_meta"]["title"]: n["inputs"]["text"] for n in api.values() if n["class_type"] == "CLIPTextEncode"}
     assert texts == {"Positive prompt": demo["prompts"]["Positive prompt"], "Negative prompt": ""}
@@ -197,11 +197,11 @@ def tiled_prompt(size: int, tile: int, steps: int, seed: int, prefix: str, width
     """Demo model -> TiledDiffusion -> KSampler -> TiledVAEDecode -> SaveImage."""
     prompt = wf.picture_prompt(width or size, size, "a day sky with clouds over a green field", steps=steps,
                                seed=seed, prefix=prefix)
-    prompt["tiled"] = {"class_type": "TiledDiffusion",
+    prompt["tiled"] = {"class_type": "ExpanseTiledDiffusion",
                        "inputs": {"model": ["model", 0], "method": "multidiffusion", "tile_width": tile,
                                   "tile_height": tile, "overlap": tile // 2, "tile_batch_size": 4, "seed": 0}}
     prompt["sample"]["inputs"]["model"] = ["tiled", 0]
-    prompt["decode"] = {"class_type": "TiledVAEDecode",
+    prompt["decode"] = {"class_type": "ExpanseTiledVAEDecode",
                         "inputs": {"samples": ["sample", 0], "vae": ["model", 2], "tile_size": 64, "mode": "exact",
                                    "padding": 96}}
     return prompt
@@ -270,7 +270,7 @@ def with_region(prompt: dict, **region) -> dict:
     inputs = {"conditioning": ["positive", 0], "region_conditioning": ["region_text", 0], "x": 0.5, "y": 0.0,
               "width": 0.5, "height": 1.0, "type": "foreground", "feather": 0.1, "strength": 1.0,
               "canvas_width": 128, "canvas_height": 128}
-    prompt["region"] = {"class_type": "RegionPrompt", "inputs": dict(inputs, **region)}
+    prompt["region"] = {"class_type": "ExpanseRegionPrompt", "inputs": dict(inputs, **region)}
     prompt["sample"]["inputs"]["positive"] = ["region", 0]
     return prompt
 
@@ -281,14 +281,14 @@ def with_grow(prompt: dict, **settings) -> dict:
               "scheduler": "normal", "min_scale": 0.5, "max_scale": 1.0, "stages": 2, "spacing": "geometric",
               "refine": True, "denoise_second": 0.5, "denoise_last": 0.35, "refine_steps": 1,
               "upscale_method": "bislerp", "stage_noise": 0.0}
-    prompt["sample"] = {"class_type": "ProgressiveGrowSampler", "inputs": dict(inputs, **settings)}
+    prompt["sample"] = {"class_type": "ExpanseProgressiveGrowSampler", "inputs": dict(inputs, **settings)}
     return prompt
 
 
 def with_upscale(prompt: dict, **settings) -> dict:
-    inputs = {"samples": ["sample", 0], "method": "bislerp", "scale_by": 1.5, "width": 0, "height": 0,
+    inputs = {"samples": ["sample", 0], "upscale_method": "bislerp", "scale_by": 1.5, "width": 0, "height": 0,
               "antialias": True}
-    prompt["upscale"] = {"class_type": "LatentUpscaleAdvanced", "inputs": dict(inputs, **settings)}
+    prompt["upscale"] = {"class_type": "ExpanseLatentUpscaleAdvanced", "inputs": dict(inputs, **settings)}
     prompt["decode"]["inputs"]["samples"] = ["upscale", 0]
     return prompt
 
@@ -299,14 +299,14 @@ def with_chess(prompt: dict, **settings) -> dict:
               "scheduler": "normal", "denoise": 0.3, "tile_width": 64, "tile_height": 64, "padding": 16,
               "mask_feather": 8, "tile_batch_size": 4, "redraw_order": "chess", "seam_fix": "none",
               "seam_fix_denoise": 0.3, "seam_fix_width": 16, "seam_fix_feather": 8}
-    prompt["chess"] = {"class_type": "ChessTileRedraw", "inputs": dict(inputs, **settings)}
+    prompt["chess"] = {"class_type": "ExpanseChessTileRedraw", "inputs": dict(inputs, **settings)}
     prompt["save"]["inputs"]["images"] = ["chess", 0]
     return prompt
 
 
 def with_encode(prompt: dict, **settings) -> dict:
     inputs = {"pixels": ["decode", 0], "vae": ["model", 2], "tile_size": 64, "mode": "exact", "padding": 64}
-    prompt["encode"] = {"class_type": "TiledVAEEncode", "inputs": dict(inputs, **settings)}
+    prompt["encode"] = {"class_type": "ExpanseTiledVAEEncode", "inputs": dict(inputs, **settings)}
     prompt["redecode"] = {"class_type": "VAEDecode", "inputs": {"samples": ["encode", 0], "vae": ["model", 2]}}
     prompt["save"]["inputs"]["images"] = ["redecode", 0]
     return prompt
@@ -383,7 +383,7 @@ def test_missing_demo_weights_are_refused_naming_the_file(server):
         entry = server.wait(answer["prompt_id"], timeout=120)
         assert entry["status"]["status_str"] == "error"
         text = error_text(entry)
-        assert "execution_error" in text and "DemoModelLoader" in text and "missing.safetensors" in text, text
+        assert "execution_error" in text and "ExpanseDemoModelLoader" in text and "missing.safetensors" in text, text
     assert server.get("/system_stats")
 
 

@@ -193,7 +193,7 @@ def our_words(object_info) -> list[str]:
     its node types."""
     folder = pack_folder()
     nodes = [name for name, info in object_info.items() if info["python_module"] == f"custom_nodes.{folder}"]
-    assert "RegionPrompt" in nodes and "TiledDiffusion" in nodes, nodes
+    assert "ExpanseRegionPrompt" in nodes and "ExpanseTiledDiffusion" in nodes, nodes
     return ["expanse", folder.lower(), "region_editor.js"] + [n.lower() for n in nodes]
 
 
@@ -265,7 +265,7 @@ def test_workflow_loads_converts_and_runs_in_the_frontend(path, page, server, ob
     assert not problems, "\n".join(problems)
     assert not loaded["missingDialog"] and not loaded["dialogs"], loaded["dialogs"]
     for node in loaded["nodes"]:  # the region editor draws each loaded region (in view, at zoom 1)
-        if node["type"] == "RegionPrompt":
+        if node["type"] == "ExpanseRegionPrompt":
             page.evaluate(JS_SHOW, node["id"])
             page.wait_for_function(JS_PAINTED, arg=[node["id"], region_box(ui, node["id"])], timeout=30_000)
 

@@ -33,7 +33,7 @@ def redraw(nodes, unet, conds, vae, picture, **kwargs):
     settings.update(kwargs)
     positive, negative = conds
     image = settings.pop("image", picture)
-    return nodes["ChessTileRedraw"].execute(unet, positive, negative, vae, image=image, **settings).result
+    return nodes["ExpanseChessTileRedraw"].execute(unet, positive, negative, vae, image=image, **settings).result
 
 
 def plain_upscale(nodes, vae, picture):
@@ -126,7 +126,7 @@ def test_user_masks_and_percentage_areas_are_fitted_then_cut(nodes, conds):
 def test_a_latent_input_chains_after_progressive_grow(nodes, unet, conds, vae):
     positive, negative = conds
     latent = {"samples": torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))}
-    image, out = nodes["ChessTileRedraw"].execute(unet, positive, negative, vae, latent=latent, tile_width=64,
+    image, out = nodes["ExpanseChessTileRedraw"].execute(unet, positive, negative, vae, latent=latent, tile_width=64,
                                                   tile_height=64, padding=16, mask_feather=8, steps=2).result
     assert out["samples"].shape == (1, 4, 32, 32) and image.shape == (1, 256, 256, 3)
 
@@ -134,7 +134,7 @@ def test_a_latent_input_chains_after_progressive_grow(nodes, unet, conds, vae):
 def test_bad_inputs_get_clear_messages(nodes, unet, conds, vae, picture):
     positive, negative = conds
     with pytest.raises(ValueError, match="connect an image or a latent"):
-        nodes["ChessTileRedraw"].execute(unet, positive, negative, vae)
+        nodes["ExpanseChessTileRedraw"].execute(unet, positive, negative, vae)
     with pytest.raises(ValueError, match="tile .* is larger than the upscaled picture"):
         redraw(nodes, unet, conds, vae, picture, tile_width=2048, tile_height=2048)
 

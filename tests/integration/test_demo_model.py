@@ -15,7 +15,7 @@ torch.set_grad_enabled(False)
 
 @pytest.fixture(scope="module")
 def demo(node):
-    return node("DemoModelLoader").execute(weights=WEIGHTS.name).result
+    return node("ExpanseDemoModelLoader").execute(weights=WEIGHTS.name).result
 
 
 def test_weights_fit_the_size_budget():

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def upscale(nodes, samples, **kwargs):
-    return nodes["LatentUpscaleAdvanced"].execute(samples, **kwargs).result
+    return nodes["ExpanseLatentUpscaleAdvanced"].execute(samples, **kwargs).result
 
 
 # --- LatentUpscaleAdvanced -----------------------------------------------------------------------
@@ -25,7 +25,7 @@ def test_every_method_resizes_and_keeps_the_latent_keys(nodes, method, channels)
     z = 2.5 * torch.randn(2, channels, 12, 20, generator=g)
     mask = torch.rand(2, 1, 96, 160, generator=g)
     samples = {"samples": z, "batch_index": [3, 4], "noise_mask": mask}
-    out, width, height = upscale(nodes, samples, method=method, scale_by=1.5)
+    out, width, height = upscale(nodes, samples, upscale_method=method, scale_by=1.5)
     grid = 2 if channels == 16 else 1
     expected = lr.scaled_size(12, 20, scale=1.5, grid=grid)
     assert out["samples"].shape == (2, channels) + expected
@@ -37,7 +37,7 @@ def test_every_method_resizes_and_keeps_the_latent_keys(nodes, method, channels)
 
 def test_width_alone_keeps_the_aspect_and_the_mask_at_latent_size(nodes):
     z = torch.randn(1, 4, 16, 32)
-    out, width, height = upscale(nodes, {"samples": z, "noise_mask": torch.ones(1, 16, 32)}, method="bicubic",
+    out, width, height = upscale(nodes, {"samples": z, "noise_mask": torch.ones(1, 16, 32)}, upscale_method="bicubic",
                                  scale_by=0.0, width=512, height=0)
     assert out["samples"].shape == (1, 4, 32, 64) and (width, height) == (512, 256)
     assert out["noise_mask"].shape == (1, 32, 64)
@@ -46,7 +46,7 @@ def test_width_alone_keeps_the_aspect_and_the_mask_at_latent_size(nodes):
 def test_lanczos_keeps_latent_values_that_comfyui_lanczos_destroys(nodes):
     g = torch.Generator().manual_seed(1)
     z = 3 * torch.randn(1, 4, 16, 16, generator=g)
-    ours = upscale(nodes, {"samples": z}, method="lanczos", scale_by=2.0)[0]["samples"]
+    ours = upscale(nodes, {"samples": z}, upscale_method="lanczos", scale_by=2.0)[0]["samples"]
     reference = lr.resample(z.double(), 32, 32, "lanczos").float()
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
     builtin = nodes["LatentUpscaleBy"]().upscale({"samples": z}, "lanczos", 2.0)[0]["samples"]
@@ -55,7 +55,7 @@ def test_lanczos_keeps_latent_values_that_comfyui_lanczos_destroys(nodes):
 
 def test_video_latents_are_resized_frame_by_frame(nodes):
     z = torch.randn(1, 16, 3, 8, 12)
-    out = upscale(nodes, {"samples": z}, method="bislerp", scale_by=2.0)[0]["samples"]
+    out = upscale(nodes, {"samples": z}, upscale_method="bislerp", scale_by=2.0)[0]["samples"]
     assert out.shape == (1, 16, 3, 16, 24)
     torch.testing.assert_close(out[:, :, 1], lr.resample(z[:, :, 1], 16, 24, "bislerp"))
 
@@ -64,7 +64,7 @@ def test_pixel_space_path_uses_the_tiled_vae(nodes):
     vae = tiny_models.tiny_vae()
     g = torch.Generator().manual_seed(2)
     z = torch.randn(1, 4, 8, 8, generator=g)
-    out, width, height = upscale(nodes, {"samples": z}, method="bicubic", scale_by=1.5, vae=vae)
+    out, width, height = upscale(nodes, {"samples": z}, upscale_method="bicubic", scale_by=1.5, vae=vae)
     assert out["samples"].shape == (1, 4, 12, 12) and (width, height) == (96, 96)
     image = nodes["VAEDecode"]().decode(vae, {"samples": z})[0]
     big = lr.resample(image.movedim(-1, 1), 96, 96, "bicubic").clamp(0, 1).movedim(1, -1)
@@ -75,9 +75,9 @@ def test_pixel_space_path_uses_the_tiled_vae(nodes):
 def test_bad_upscale_inputs_get_clear_messages(nodes):
     z = {"samples": torch.randn(1, 16, 8, 8)}
     with pytest.raises(ValueError, match="scale_by.*width"):
-        upscale(nodes, z, method="lanczos", scale_by=0.0, width=0, height=0)
+        upscale(nodes, z, upscale_method="lanczos", scale_by=0.0, width=0, height=0)
     with pytest.raises(ValueError, match="16 channels but the vae takes 4"):
-        upscale(nodes, z, method="lanczos", scale_by=2.0, vae=tiny_models.tiny_vae())
+        upscale(nodes, z, upscale_method="lanczos", scale_by=2.0, vae=tiny_models.tiny_vae())
 
 
 # --- ProgressiveGrowSampler ----------------------------------------------------------------------
@@ -87,7 +87,7 @@ def grow(nodes, model, conds, latent, **kwargs):
                     stages=3, refine_steps=1)
     settings.update(kwargs)
     positive, negative = conds
-    return nodes["ProgressiveGrowSampler"].execute(model, positive, negative, latent, **settings).result
+    return nodes["ExpanseProgressiveGrowSampler"].execute(model, positive, negative, latent, **settings).result
 
 
 def empty(height, width, channels=4):
@@ -134,7 +134,7 @@ def test_refine_off_only_upscales_after_the_first_stage(nodes, unet, conds):
 
 
 def test_with_tiled_diffusion_and_a_noise_mask(nodes, unet, conds):
-    tiled = nodes["TiledDiffusion"].execute(unet, "mixture_of_diffusers", 64, 64, 16, 4, 0).result[0]
+    tiled = nodes["ExpanseTiledDiffusion"].execute(unet, "mixture_of_diffusers", 64, 64, 16, 4, 0).result[0]
     latent = empty(16, 24)
     latent["noise_mask"] = torch.ones(1, 1, 128, 192)
     final, stages = grow(nodes, tiled, conds, latent, stages=2, stage_noise=0.05)

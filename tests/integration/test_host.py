@@ -9,7 +9,7 @@ from expanse_harness.host import ROOT
 def test_comfyui_registers_the_classes_of_the_expanse_package(comfy_nodes):
     ours = {name: cls for name, cls in comfy_nodes.NODE_CLASS_MAPPINGS.items()
             if getattr(cls, "RELATIVE_PYTHON_MODULE", None) == "custom_nodes.expanse"}
-    assert {"TiledVAEDecode", "TiledDiffusion", "ChessTileRedraw", "DemoModelLoader"} <= set(ours)
+    assert {"ExpanseTiledVAEDecode", "ExpanseTiledDiffusion", "ExpanseChessTileRedraw", "ExpanseDemoModelLoader"} <= set(ours)
     for name, cls in ours.items():
         assert cls.__module__.startswith("expanse."), name
         assert getattr(sys.modules[cls.__module__], cls.__name__) is cls, name

@@ -28,7 +28,7 @@ def prompts(nodes):
 
 def region(nodes, chain, region_cond, kind="foreground", feather=0.0, strength=1.0, mask=None, **box):
     box = {**BOX, **box}
-    return nodes["RegionPrompt"].execute(chain, region_cond, box["x"], box["y"], box["width"], box["height"], kind,
+    return nodes["ExpanseRegionPrompt"].execute(chain, region_cond, box["x"], box["y"], box["width"], box["height"], kind,
                                          feather, strength, mask=mask, **CANVAS).result[0]
 
 
@@ -38,7 +38,7 @@ def sample(nodes, model, positive, negative, seed=1, steps=4, cfg=3.0):
 
 
 def tiled(nodes, model, tile_px):
-    return nodes["TiledDiffusion"].execute(model, "mixture_of_diffusers", tile_px, tile_px, 32, 3, 0).result[0]
+    return nodes["ExpanseTiledDiffusion"].execute(model, "mixture_of_diffusers", tile_px, tile_px, 32, 3, 0).result[0]
 
 
 def outside(t: torch.Tensor) -> torch.Tensor:
@@ -150,7 +150,7 @@ def test_bad_regions_fail_with_the_input_named(nodes, prompts, inputs, words):
     with pytest.raises(ValueError, match=re.escape(words)):
         region(nodes, main, sofa, feather=feather, **inputs)
     box = {**BOX, **inputs}
-    assert words in nodes["RegionPrompt"].validate_inputs(feather=feather, **box)
+    assert words in nodes["ExpanseRegionPrompt"].validate_inputs(feather=feather, **box)
 
 
 def test_empty_shape_mask_is_refused(nodes, prompts):

@@ -26,7 +26,7 @@ def wrappers_of(model, kind: str) -> list:
 
 
 def tiled(nodes, model, method, tile_px=TILE_PX, overlap_px=OVERLAP_PX, batch=3, seed=0):
-    return nodes["TiledDiffusion"].execute(model, method, tile_px, tile_px, overlap_px, batch, seed).result[0]
+    return nodes["ExpanseTiledDiffusion"].execute(model, method, tile_px, tile_px, overlap_px, batch, seed).result[0]
 
 
 def ksample(nodes, model, conds, *, sampler="euler", seed=1, steps=3, cfg=3.0, channels=4):
@@ -164,7 +164,7 @@ def test_patch_leaves_the_input_model_alone_and_replaces_itself(nodes, unet):
 
 
 def test_bad_sizes_get_clear_messages(nodes, unet, caplog):
-    cls = nodes["TiledDiffusion"]
+    cls = nodes["ExpanseTiledDiffusion"]
     message = cls.validate_inputs(tile_width=256, tile_height=128, overlap=128)
     assert isinstance(message, str) and "overlap" in message and "tile" in message
     with pytest.raises(ValueError, match="overlap"):

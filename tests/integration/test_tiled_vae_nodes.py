@@ -30,11 +30,11 @@ def image(height=200, width=152, batch=1, seed=0):
 
 
 def decode(node, vae, samples, **kw):
-    return node("TiledVAEDecode").execute(samples=samples, vae=vae, **kw).result[0]
+    return node("ExpanseTiledVAEDecode").execute(samples=samples, vae=vae, **kw).result[0]
 
 
 def encode(node, vae, pixels, **kw):
-    return node("TiledVAEEncode").execute(pixels=pixels, vae=vae, **kw).result[0]["samples"]
+    return node("ExpanseTiledVAEEncode").execute(pixels=pixels, vae=vae, **kw).result[0]["samples"]
 
 
 @pytest.mark.parametrize("tile", [64, 72, 120])  # none divides the 200 x 152 px canvas
@@ -148,7 +148,7 @@ def test_local_attention_is_close_to_exact_on_the_trained_demo_vae(node):
     fast mode's estimated statistics: PSNR against the exact decode of a 1024 px scene."""
     from expanse.runtime.demo_model import WEIGHTS_DIR
 
-    vae = node("DemoModelLoader").execute(weights="expanse-demo.safetensors").result[2]
+    vae = node("ExpanseDemoModelLoader").execute(weights="expanse-demo.safetensors").result[2]
     assert (WEIGHTS_DIR / "expanse-demo.safetensors").exists()
     samples = {"samples": encode(node, vae, image(1024, 1024))}
 
@@ -241,7 +241,7 @@ def test_unknown_architecture_falls_back_with_a_message(node, caplog, tile, infe
     with caplog.at_level(logging.WARNING), torch.inference_mode(inference_mode):
         out = decode(node, vae, samples, tile_size=tile)
         z = encode(node, vae, pixels, tile_size=tile)
-    for which in ("TiledVAEDecode", "TiledVAEEncode"):
+    for which in ("ExpanseTiledVAEDecode", "ExpanseTiledVAEEncode"):
         assert f"{which}: this VAE's architecture is not one the exact tiled path understands" in caplog.text
     assert "CustomAttention" in caplog.text
     assert out.shape == (1, 200, 152, 3) and z.shape == (1, 4, 25, 19)

@@ -20,7 +20,7 @@ LOADERS = {"CheckpointLoaderSimple"}
 # Where the demo run needs more than the input's own `min`: canvases of at least 64 px, and tiled VAE
 # tiles of at least 32 px (0 still means automatic).
 DEMO_MINIMUM = {("EmptyLatentImage", "width"): 64, ("EmptyLatentImage", "height"): 64,
-                ("TiledVAEEncode", "tile_size"): 32, ("TiledVAEDecode", "tile_size"): 32}
+                ("ExpanseTiledVAEEncode", "tile_size"): 32, ("ExpanseTiledVAEDecode", "tile_size"): 32}
 
 
 def scaled_inputs(defs: Definitions, node_types) -> dict:
@@ -63,7 +63,7 @@ def for_demo(prompt: dict, demo: dict, *, scale: float | None = None, steps: int
     for node in out.values():
         kind, inputs = node["class_type"], node["inputs"]
         if kind in LOADERS:
-            node["class_type"], node["inputs"] = "DemoModelLoader", {"weights": DEMO_WEIGHTS}
+            node["class_type"], node["inputs"] = "ExpanseDemoModelLoader", {"weights": DEMO_WEIGHTS}
             continue
         if kind == "CLIPTextEncode" and not isinstance(inputs.get("text"), list):
             inputs["text"] = prompts.get(node.get("_meta", {}).get("title"), "")

@@ -41,7 +41,7 @@ Put sd_xl_base_1.0.safetensors (or any SDXL checkpoint) in models/checkpoints. F
                         "a rocky coast at golden hour, soft rim light, detailed skin and wool texture, "
                         "85mm photograph, shallow depth of field", NEGATIVE_SDXL)
     latent = g.add("EmptyLatentImage", "Final size", width=1536, height=2048, batch_size=1)
-    grow = g.add("ProgressiveGrowSampler", model=ckpt["MODEL"], positive=pos["CONDITIONING"],
+    grow = g.add("ExpanseProgressiveGrowSampler", model=ckpt["MODEL"], positive=pos["CONDITIONING"],
                  negative=neg["CONDITIONING"], latent_image=latent["LATENT"], seed=424242, steps=30, cfg=6.5,
                  sampler_name="dpmpp_2m", scheduler="karras", min_scale=0.5, max_scale=1.0, stages=3,
                  spacing="geometric", refine=True, denoise_second=0.5, denoise_last=0.3, refine_steps=10,
@@ -52,7 +52,7 @@ denoise_second / denoise_last: how much each refine redraws; higher adds detail 
 
 The stage_latents output lists every stage's latent, smallest first, to inspect how the picture grew.""",
            title="Progressive Grow settings", near=grow)
-    decode = g.add("TiledVAEDecode", samples=grow[0], vae=ckpt["VAE"], tile_size=1024, mode="exact",
+    decode = g.add("ExpanseTiledVAEDecode", samples=grow[0], vae=ckpt["VAE"], tile_size=1024, mode="exact",
                    padding=96)
     g.note("""Tiled VAE Decode in exact mode gives the same picture as a whole-image decode, with GPU memory bounded by the 1024 px tile. tile_size 0 picks the largest tile that fits the free memory.""",
            title="Decode", near=decode)
@@ -72,7 +72,7 @@ Put v1-5-pruned-emaonly.safetensors (or any SD1.5 checkpoint) in models/checkpoi
                         "panoramic landscape photograph, snow-capped mountain range above a calm alpine lake at "
                         "sunset, pine forest on the shore, warm light on the peaks, reflections, wide angle, "
                         "highly detailed", NEGATIVE_SD15)
-    tiled = g.add("TiledDiffusion", model=ckpt["MODEL"], method="mixture_of_diffusers", tile_width=768,
+    tiled = g.add("ExpanseTiledDiffusion", model=ckpt["MODEL"], method="mixture_of_diffusers", tile_width=768,
                   tile_height=768, overlap=128, tile_batch_size=4, seed=0)
     g.note("""mixture_of_diffusers blends the tiles with Gaussian weights (smoother than multidiffusion at the same cost); shifted is the fastest (no overlap, the grid moves every step; give it 25+ steps).
 
@@ -82,7 +82,7 @@ Put v1-5-pruned-emaonly.safetensors (or any SD1.5 checkpoint) in models/checkpoi
     sample = g.add("KSampler", model=tiled["MODEL"], seed=7, steps=30, cfg=7.0, sampler_name="dpmpp_2m",
                    scheduler="karras", positive=pos["CONDITIONING"], negative=neg["CONDITIONING"],
                    latent_image=latent["LATENT"], denoise=1.0)
-    decode = g.add("TiledVAEDecode", samples=sample["LATENT"], vae=ckpt["VAE"], tile_size=1024, mode="exact",
+    decode = g.add("ExpanseTiledVAEDecode", samples=sample["LATENT"], vae=ckpt["VAE"], tile_size=1024, mode="exact",
                    padding=96)
     g.note("""Any sampler works with the patched model (KSampler, KSamplerAdvanced, SamplerCustom). Tiled VAE Decode (exact) decodes the 3072x1024 latent without seams in bounded GPU memory.""",
            title="Sampling and decoding", near=sample)
@@ -109,20 +109,20 @@ Put sd_xl_base_1.0.safetensors in models/checkpoints.""", title="About this work
                        text="an old man with a grey beard in a blue cardigan, sitting, holding a cup of tea",
                        clip=clip)
     canvas = dict(canvas_width=1536, canvas_height=1024)
-    sofa = g.add("RegionPrompt", "Sofa (background)", conditioning=pos["CONDITIONING"],
+    sofa = g.add("ExpanseRegionPrompt", "Sofa (background)", conditioning=pos["CONDITIONING"],
                  region_conditioning=sofa_text["CONDITIONING"], x=0.0, y=0.45, width=1.0, height=0.55,
                  type="background", feather=0.25, strength=1.0, **canvas)
     g.note("""A background region blends with the prompt under it (a weighted average), good for a setting or an object that should sit in the scene: the sofa fills the lower 55% of the canvas.""",
            title="Background region", near=sofa)
-    left = g.add("RegionPrompt", "First character (foreground)", conditioning=sofa["CONDITIONING"],
+    left = g.add("ExpanseRegionPrompt", "First character (foreground)", conditioning=sofa["CONDITIONING"],
                  region_conditioning=left_text["CONDITIONING"], x=0.08, y=0.15, width=0.36, height=0.8,
                  type="foreground", feather=0.2, strength=1.0, **canvas)
-    right = g.add("RegionPrompt", "Second character (foreground)", conditioning=left["CONDITIONING"],
+    right = g.add("ExpanseRegionPrompt", "Second character (foreground)", conditioning=left["CONDITIONING"],
                   region_conditioning=right_text["CONDITIONING"], x=0.56, y=0.12, width=0.36, height=0.83,
                   type="foreground", feather=0.2, strength=1.0, **canvas)
     g.note("""Foreground regions replace what is under them inside their feathered edge: one subject each. Later regions lie on top of earlier ones where they overlap. feather 0.2 fades the edge over a fifth of the box's smaller side.""",
            title="Foreground regions", near=left)
-    tiled = g.add("TiledDiffusion", model=ckpt["MODEL"], method="multidiffusion", tile_width=1024,
+    tiled = g.add("ExpanseTiledDiffusion", model=ckpt["MODEL"], method="multidiffusion", tile_width=1024,
                   tile_height=1024, overlap=128, tile_batch_size=4, seed=0)
     g.note("""Through Tiled Diffusion the foregrounds are composited exactly (each evaluated on its own and blended by its mask) and each 1024 px tile evaluates only the regions it meets. A plain KSampler without it also works (ComfyUI's own area/mask conditioning).""",
            title="Why Tiled Diffusion here", near=tiled)
@@ -130,7 +130,7 @@ Put sd_xl_base_1.0.safetensors in models/checkpoints.""", title="About this work
     sample = g.add("KSampler", model=tiled["MODEL"], seed=1234, steps=30, cfg=6.0, sampler_name="dpmpp_2m",
                    scheduler="karras", positive=right["CONDITIONING"], negative=neg["CONDITIONING"],
                    latent_image=latent["LATENT"], denoise=1.0)
-    decode = g.add("TiledVAEDecode", samples=sample["LATENT"], vae=ckpt["VAE"], tile_size=1024, mode="exact",
+    decode = g.add("ExpanseTiledVAEDecode", samples=sample["LATENT"], vae=ckpt["VAE"], tile_size=1024, mode="exact",
                    padding=96)
     g.add("SaveImage", images=decode["IMAGE"], filename_prefix="expanse/regions")
     return g
@@ -150,13 +150,13 @@ Load your picture in Load Image; the prompt should describe it. Put v1-5-pruned-
     sampling = dict(model=ckpt["MODEL"], positive=pos["CONDITIONING"], negative=neg["CONDITIONING"],
                     vae=ckpt["VAE"], cfg=7.0, sampler_name="dpmpp_2m", scheduler="karras", tile_width=512,
                     tile_height=512, tile_batch_size=4, redraw_order="chess")
-    first = g.add("ChessTileRedraw", "Chess Tile Redraw 2x", image=picture["IMAGE"], upscale_by=2.0, seed=101,
+    first = g.add("ExpanseChessTileRedraw", "Chess Tile Redraw 2x", image=picture["IMAGE"], upscale_by=2.0, seed=101,
                   steps=20, denoise=0.35, padding=64, mask_feather=32, seam_fix="band", seam_fix_denoise=0.3,
                   seam_fix_width=64, seam_fix_feather=16, **sampling)
     g.note("""2x: denoise 0.35 adds detail and keeps the picture; 512 px tiles suit SD1.5 (768-1024 for SDXL). padding 64 is the context each tile sees around itself; mask_feather fades its result into the neighbours. seam_fix band redraws a 64 px strip on each tile border afterwards.""",
            title="First pass", near=first)
     g.add("PreviewImage", "2x result", images=first["IMAGE"])
-    second = g.add("ChessTileRedraw", "Chess Tile Redraw 4x", image=first["IMAGE"], upscale_by=2.0, seed=202,
+    second = g.add("ExpanseChessTileRedraw", "Chess Tile Redraw 4x", image=first["IMAGE"], upscale_by=2.0, seed=202,
                    steps=20, denoise=0.3, padding=96, mask_feather=48, seam_fix="half_tile", seam_fix_denoise=0.25,
                    seam_fix_width=64, seam_fix_feather=32, **sampling)
     g.note("""4x: a lower denoise (0.3) at the larger size, where each tile covers less of the picture; seam_fix half_tile redraws tiles centred on the borders. tile_batch_size only changes speed, never the picture.""",
@@ -175,14 +175,14 @@ The latent goes from node to node without a decode/encode round trip. Put v1-5-p
                         "vintage travel poster of a mountain village above a turquoise lake, bold flat colours, "
                         "art deco style, dramatic clouds, clean shapes, screen print texture", NEGATIVE_SD15)
     latent = g.add("EmptyLatentImage", "Composition size", width=1024, height=1536, batch_size=1)
-    grow = g.add("ProgressiveGrowSampler", model=ckpt["MODEL"], positive=pos["CONDITIONING"],
+    grow = g.add("ExpanseProgressiveGrowSampler", model=ckpt["MODEL"], positive=pos["CONDITIONING"],
                  negative=neg["CONDITIONING"], latent_image=latent["LATENT"], seed=2024, steps=25, cfg=7.0,
                  sampler_name="euler_ancestral", scheduler="normal", min_scale=0.5, max_scale=1.0, stages=2,
                  spacing="geometric", refine=True, denoise_second=0.5, denoise_last=0.35, refine_steps=12,
                  upscale_method="bislerp", stage_noise=0.0)
     g.note("""512x768 (SD1.5's own size) then 1024x1536 at denoise 0.5. Ancestral samplers work: each stage is an ordinary sampling run.""",
            title="Composition", near=grow)
-    redraw = g.add("ChessTileRedraw", "Chess Tile Redraw 2x (latent)", model=ckpt["MODEL"],
+    redraw = g.add("ExpanseChessTileRedraw", "Chess Tile Redraw 2x (latent)", model=ckpt["MODEL"],
                    positive=pos["CONDITIONING"], negative=neg["CONDITIONING"], vae=ckpt["VAE"], latent=grow[0],
                    upscale_by=2.0, seed=77, steps=20, cfg=6.0, sampler_name="dpmpp_2m", scheduler="karras",
                    denoise=0.3, tile_width=512, tile_height=512, padding=64, mask_feather=32, tile_batch_size=4,
@@ -190,7 +190,7 @@ The latent goes from node to node without a decode/encode round trip. Put v1-5-p
                    seam_fix_feather=16)
     g.note("""With a latent connected, Chess Tile Redraw resizes it with float lanczos and redraws 512 px tiles at denoise 0.3: 24 tiles at 2048x3072, in chess order, 4 at a time. Its LATENT output goes on to the decode; its IMAGE output is the same picture, decoded.""",
            title="Detail pass", near=redraw)
-    decode = g.add("TiledVAEDecode", samples=redraw["LATENT"], vae=ckpt["VAE"], tile_size=1024, mode="exact",
+    decode = g.add("ExpanseTiledVAEDecode", samples=redraw["LATENT"], vae=ckpt["VAE"], tile_size=1024, mode="exact",
                    padding=96)
     g.add("SaveImage", images=decode["IMAGE"], filename_prefix="expanse/poster")
     return g
@@ -212,9 +212,9 @@ Put v1-5-pruned-emaonly.safetensors in models/checkpoints.""", title="About this
                    latent_image=latent["LATENT"], denoise=1.0)
     decoded = []
     for method in ("lanczos", "bislerp", "bicubic", "nearest-exact"):
-        up = g.add("LatentUpscaleAdvanced", f"Upscale 2x ({method})", samples=sample["LATENT"], method=method,
+        up = g.add("ExpanseLatentUpscaleAdvanced", f"Upscale 2x ({method})", samples=sample["LATENT"], upscale_method=method,
                    scale_by=2.0, width=0, height=0, antialias=True)
-        decoded.append(g.add("TiledVAEDecode", f"Decode ({method})", samples=up["LATENT"], vae=ckpt["VAE"],
+        decoded.append(g.add("ExpanseTiledVAEDecode", f"Decode ({method})", samples=up["LATENT"], vae=ckpt["VAE"],
                              tile_size=512, mode="exact", padding=96))
         if method == "lanczos":
             g.note("""scale_by 2: 512 -> 1024 px. Set scale_by to 0 to give a width/height in pixels instead (0 keeps the aspect ratio). antialias matters only when shrinking. Connect a VAE to resize in pixel space instead (decode, resize, encode).""",
@@ -237,11 +237,11 @@ Exact mode shares the GroupNorm statistics of all tiles, so the result equals a 
 Put sd_xl_base_1.0.safetensors (its VAE is used) in models/checkpoints and load any picture.""", title="About this workflow")
     ckpt = g.add("CheckpointLoaderSimple", "Load Checkpoint (SDXL)", ckpt_name=SDXL)
     picture = g.add("LoadImage", "Picture", image=EXAMPLE_IMAGE)
-    encode = g.add("TiledVAEEncode", pixels=picture["IMAGE"], vae=ckpt["VAE"], tile_size=512, mode="exact",
+    encode = g.add("ExpanseTiledVAEEncode", pixels=picture["IMAGE"], vae=ckpt["VAE"], tile_size=512, mode="exact",
                    padding=64)
     g.note("""tile_size 512: the tile in input pixels; 0 picks one from free memory. mode fast estimates the statistics from a shrunken copy and decodes padded tiles independently: it bounds host memory too, and is approximate (padding is the context each tile sees).""",
            title="Tiled VAE settings", near=encode)
-    decode = g.add("TiledVAEDecode", samples=encode["LATENT"], vae=ckpt["VAE"], tile_size=512, mode="exact",
+    decode = g.add("ExpanseTiledVAEDecode", samples=encode["LATENT"], vae=ckpt["VAE"], tile_size=512, mode="exact",
                    padding=96)
     compare = g.add("ImageStitch", "Original | round trip", image1=picture["IMAGE"], image2=decode["IMAGE"],
                     direction="right", match_image_size=True, spacing_width=16, spacing_color="white")

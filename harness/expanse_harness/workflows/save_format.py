@@ -291,7 +291,7 @@ class Graph:
             width, height = 420, 460
         elif node.type == "LoadImage":
             width, height = 320, 420
-        elif node.type == "RegionPrompt":
+        elif node.type == "ExpanseRegionPrompt":
             height += 300  # the region editor's picture of the canvas
         return [width, height]
 
