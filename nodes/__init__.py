@@ -1,7 +1,7 @@
 """The ComfyUI adapters: read inputs, call core/, return outputs."""
 from comfy_api.latest import ComfyExtension, io
 
-from ..runtime.host import watch_node_ids
+from ..runtime.host import track_output_reads, watch_node_ids
 from .chess_redraw import ChessTileRedraw
 from .demo_loader import DemoModelLoader
 from .latent_upscale import LatentUpscaleAdvanced
@@ -16,4 +16,5 @@ class ExpanseExtension(ComfyExtension):
         node_classes = [TiledVAEEncode, TiledVAEDecode, TiledDiffusion, LatentUpscaleAdvanced,
                         ProgressiveGrowSampler, ChessTileRedraw, RegionPrompt, DemoModelLoader]
         watch_node_ids(node_classes)
+        track_output_reads({ChessTileRedraw.define_schema().node_id})  # decodes only for a reader
         return node_classes

@@ -4,15 +4,19 @@ in batches, with seam-fix passes, the way Ultimate SD Upscale does, at a cost li
 """
 from __future__ import annotations
 
+import logging
+
 from comfy_api.latest import io
 
 from ..core import chess_redraw as cr
 from ..runtime import vae as runtime_vae
 from ..runtime.compat import node_schema
-from ..runtime.host import CATEGORY, sampling_inputs
+from ..runtime.host import CATEGORY, output_read, sampling_inputs
 from ..runtime.redraw import Redraw, upscaled_canvas
 
 NODE = "ChessTileRedraw"
+
+log = logging.getLogger("expanse")
 
 
 class ChessTileRedraw(io.ComfyNode):
@@ -75,8 +79,11 @@ class ChessTileRedraw(io.ComfyNode):
                                        "all of that range), else local_attention (linear time, close to exact) "
                                        "up to 4096x4096, fast above (bounded memory)."),
             ],
-            outputs=[io.Image.Output("redrawn_image", display_name="image", tooltip="The redrawn picture."),
+            outputs=[io.Image.Output("redrawn_image", display_name="image",
+                                     tooltip="The redrawn picture, decoded only when something reads it (at poster "
+                                             "sizes the decode takes minutes; chain the latent instead)."),
                      io.Latent.Output("redrawn_latent", display_name="latent", tooltip="Its latent, for chaining.")],
+            hidden=[io.Hidden.prompt, io.Hidden.unique_id],  # which outputs the prompt reads
         )
 
     @classmethod
@@ -108,7 +115,11 @@ class ChessTileRedraw(io.ComfyNode):
         redraw = Redraw(model, positive, negative, canvas, seed=seed, steps=steps, cfg=cfg,
                         sampler_name=sampler_name, scheduler=scheduler)
         redraw.run(redraws, seams, denoise=denoise, seam_fix_denoise=seam_fix_denoise, batch_size=tile_batch_size)
-        image_out = runtime_vae.decode(NODE, vae, canvas, mode=vae_mode)
+        image_out = None
+        if output_read(cls.hidden, 0):
+            image_out = runtime_vae.decode(NODE, vae, canvas, mode=vae_mode)
+        else:
+            log.info("%s: nothing reads the image output; the latent is not decoded", NODE)
         out_latent = dict(latent or {}, samples=canvas)
         out_latent.pop("noise_mask", None)
         return io.NodeOutput(image_out, out_latent)

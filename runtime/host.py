@@ -43,6 +43,17 @@ def sampling_inputs(seed_tooltip: str, steps_tooltip: str) -> list:
 
 
 
+def _on_prompt(handler: Callable[[dict], dict]) -> None:
+    """Runs handler on the body of every POST /prompt (UI and API alike) before ComfyUI validates
+    it; nothing where no server runs (scripts and in-process tests)."""
+    try:
+        from server import PromptServer
+        server = PromptServer.instance
+    except (ImportError, AttributeError):
+        return
+    server.add_on_prompt_handler(handler)
+
+
 def _rival(node_id: str, ours: type) -> type | None:
     """The class another pack registered under node_id, if ComfyUI's registry holds one."""
     import nodes as comfy_nodes  # ComfyUI's registry, imported when needed: it imports the whole host
@@ -57,7 +68,7 @@ def _warn(node_id: str, rival: type, what: str) -> None:
                 "Remove one of the two packs, or ask its author to rename the node.", node_id, what, pack)
 
 
-def watch_node_ids(node_classes: list[type[io.ComfyNode]]) -> None:
+def watch_node_ids(node_classes: list[type[io.ComfyNode]]) -> Callable[[dict], dict]:
     """Warns in the log when another pack registers one of our node ids: ComfyUI lets the pack
     that loads last replace the other's node without a word. Packs loaded before us are seen now;
     those loaded after us at the first prompt, the one hook both hosts run once all packs are in."""
@@ -65,11 +76,6 @@ def watch_node_ids(node_classes: list[type[io.ComfyNode]]) -> None:
     for node_id, cls in ours.items():
         if (rival := _rival(node_id, cls)) is not None:
             _warn(node_id, rival, "is already registered (Expanse's node replaces it)")
-    try:
-        from server import PromptServer
-        server = PromptServer.instance
-    except (ImportError, AttributeError):  # no server: scripts and in-process tests
-        return
     warned: set[str] = set()
 
     def check(json_data):
@@ -79,4 +85,42 @@ def watch_node_ids(node_classes: list[type[io.ComfyNode]]) -> None:
                 _warn(node_id, rival, "was taken over")
         return json_data
 
-    server.add_on_prompt_handler(check)
+    _on_prompt(check)
+    return check
+
+
+# The input the prompt hook adds to a node that skips work for outputs nothing reads: the indexes
+# of its outputs that some node reads. It is not a declared input, so the node never receives it,
+# but ComfyUI's cache key holds every input of a prompt's node, so a cached result computed
+# without an output is not reused once something reads that output.
+OUTPUTS_READ_KEY = "expanse_outputs_read"
+
+
+def _read_outputs(prompt: dict, node_id: str) -> list[int]:
+    read = {value[1] for node in prompt.values() if isinstance(node, dict)
+            for value in (node.get("inputs") or {}).values()
+            if isinstance(value, list) and len(value) == 2 and str(value[0]) == str(node_id)}
+    return sorted(index for index in read if isinstance(index, int))
+
+
+def track_output_reads(node_ids: set[str]) -> None:
+    """Marks, in every prompt the server receives, which outputs of these nodes are read."""
+    def mark(json_data):
+        prompt = json_data.get("prompt") if isinstance(json_data, dict) else None
+        if isinstance(prompt, dict):
+            for node_id, node in prompt.items():
+                if isinstance(node, dict) and node.get("class_type") in node_ids \
+                        and isinstance(node.get("inputs"), dict):
+                    node["inputs"][OUTPUTS_READ_KEY] = _read_outputs(prompt, node_id)
+        return json_data
+
+    _on_prompt(mark)
+
+
+def output_read(hidden, index: int) -> bool:
+    """Whether a node of the running prompt reads output `index` of the node whose hidden inputs
+    (io.Hidden.prompt and unique_id) these are; True where the prompt is unknown (a direct call)."""
+    prompt, node_id = getattr(hidden, "prompt", None), getattr(hidden, "unique_id", None)
+    if not isinstance(prompt, dict) or not prompt or node_id is None:
+        return True
+    return index in _read_outputs(prompt, node_id)

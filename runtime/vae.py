@@ -218,6 +218,7 @@ def decode(node: str, vae, z: torch.Tensor, *, tile_size: int = 0, mode: str = "
     ratio = vae.spacial_compression_decode()
     mode, tile_size, padding = _settings(vae, "decoder", z.shape[-2] * ratio, z.shape[-1] * ratio, mode, tile_size,
                                          padding, 96)
+    log.info("%s: decoding %dx%d px (%s)", node, z.shape[-1] * ratio, z.shape[-2] * ratio, mode)
     program = _compiled(node, vae, "decoder")
     if program is None:
         return comfy_tiled_decode(vae, z, tile_size or 512, padding)

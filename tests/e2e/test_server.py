@@ -141,3 +141,63 @@ def test_region_outside_the_canvas_is_refused_naming_it(server):
     status, answer = server.queue(region_prompt(x=0.8, width=0.5))
     assert status == 400
     assert "x + width" in json.dumps(answer["node_errors"]["region"]), answer
+
+
+def poster_prompt(read_the_redraws_image: bool) -> dict:
+    """The poster template's shape, small: a sampled latent redrawn by ChessTileRedraw, whose latent
+    the tiled VAE decodes; optionally a second SaveImage reads ChessTileRedraw's own image."""
+    prompt = text_to_image_prompt(DEMO, "green fields under a blue sky", 64, 64, steps=2, seed=4, tile=64,
+                                  prefix="e2e_poster")
+    prompt["chess"] = {"class_type": "ExpanseChessTileRedraw", "inputs": {
+        "model": ["model", 0], "positive": ["positive", 0], "negative": ["negative", 0], "vae": ["model", 2],
+        "latent": ["sample", 0], "upscale_by": 2.0, "seed": 1, "steps": 1, "cfg": 5.0, "sampler_name": "euler",
+        "scheduler": "normal", "denoise": 0.3, "tile_width": 64, "tile_height": 64, "padding": 16,
+        "mask_feather": 8, "tile_batch_size": 4, "redraw_order": "chess", "seam_fix": "none",
+        "seam_fix_denoise": 0.3, "seam_fix_width": 16, "seam_fix_feather": 8, "vae_mode": "exact"}}
+    prompt["decode"]["inputs"].update(samples=["chess", 1], mode="exact", tile_size=64)
+    if read_the_redraws_image:
+        prompt["save_redraw"] = {"class_type": "SaveImage",
+                                 "inputs": {"images": ["chess", 0], "filename_prefix": "e2e_poster_redraw"}}
+    return prompt
+
+
+def decodes_logged(server, since: int) -> list[str]:
+    return [line for line in server.log_text()[since:].splitlines() if ": decoding " in line]
+
+
+def test_chess_redraw_decodes_only_when_its_image_is_read(server):
+    """The poster's chain decodes once: ChessTileRedraw leaves its image to the decode downstream
+    when nothing reads it. Then, with the same inputs and a reader of its image, it runs again (its
+    cached result has no image; the decode below it, whose key holds its ancestors', runs too), and
+    its image is the picture the tiled decode drew."""
+    start = len(server.log_text())
+    status, answer = server.queue(poster_prompt(read_the_redraws_image=False))
+    assert status == 200, answer
+    downstream = fetch(server, answer)
+    assert downstream.shape == (128, 128, 3)
+    decodes = decodes_logged(server, start)
+    assert len(decodes) == 1 and "TiledVAEDecode" in decodes[0], decodes
+    assert "nothing reads the image output" in server.log_text()[start:]
+
+    start = len(server.log_text())
+    status, answer = server.queue(poster_prompt(read_the_redraws_image=True))
+    assert status == 200, answer
+    entry = server.wait(answer["prompt_id"], timeout=600)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    cached = next(m[1]["nodes"] for m in entry["status"]["messages"] if m[0] == "execution_cached")
+    assert "sample" in cached and "chess" not in cached, cached
+    decodes = decodes_logged(server, start)
+    assert len(decodes) == 2 and any("ChessTileRedraw" in line for line in decodes), decodes
+    own = server.images({"outputs": {"save_redraw": entry["outputs"]["save_redraw"]}})
+    redrawn = np.asarray(Image.open(io.BytesIO(own[0])).convert("RGB")) / 255.0
+    assert np.abs(redrawn - downstream).max() <= 1.5 / 255  # the same exact decode, 8-bit rounding
+
+
+def test_search_aliases_reach_the_frontend_where_the_host_has_them(server):
+    info = server.get("/object_info")
+    if "search_aliases" not in info["KSampler"] and "search_aliases" not in info["ExpanseChessTileRedraw"]:
+        pytest.skip("this host's node schema has no search aliases (0.3.75; its frontend searches names only)")
+    assert "ultimate sd upscale" in info["ExpanseChessTileRedraw"]["search_aliases"]
+    assert "mixture of diffusers" in info["ExpanseTiledDiffusion"]["search_aliases"]
+    for name in PACK_NODES:
+        assert info[name].get("search_aliases"), f"{name} has no search aliases"

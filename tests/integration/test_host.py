@@ -1,5 +1,6 @@
 """The in-process host (expanse_harness.host): ComfyUI's own loader registers the pack that is
 imported as `expanse`, so the process holds one copy of it and a test patches that copy."""
+import logging
 import pathlib
 import sys
 
@@ -9,7 +10,7 @@ from expanse_harness.host import ROOT
 def test_comfyui_registers_the_classes_of_the_expanse_package(comfy_nodes):
     ours = {name: cls for name, cls in comfy_nodes.NODE_CLASS_MAPPINGS.items()
             if getattr(cls, "RELATIVE_PYTHON_MODULE", None) == "custom_nodes.expanse"}
-    assert {"ExpanseTiledVAEDecode", "ExpanseTiledDiffusion", "ExpanseChessTileRedraw", "ExpanseDemoModelLoader"} <= set(ours)
+    assert len(ours) == 8 and all(name.startswith("Expanse") for name in ours), sorted(ours)
     for name, cls in ours.items():
         assert cls.__module__.startswith("expanse."), name
         assert getattr(sys.modules[cls.__module__], cls.__name__) is cls, name
@@ -29,3 +30,27 @@ def test_no_second_copy_of_the_pack_is_loaded(comfy_nodes):
                 seen.setdefault(relative, []).append(name)
     assert any(path.parts[0] == "nodes" for path in seen), seen
     assert all(len(names) == 1 and names[0].startswith("expanse.") for names in seen.values()), seen
+
+
+def test_a_node_id_taken_by_another_pack_is_said_in_the_log(comfy_nodes, caplog):
+    """Before us (seen at load) and after us (seen by the prompt hook): the warning names the id
+    and the other pack; our own registration alone says nothing."""
+    from expanse.runtime.host import watch_node_ids
+
+    ours = comfy_nodes.NODE_CLASS_MAPPINGS["ExpanseChessTileRedraw"]
+    rival = type("RivalRedraw", (), {"RELATIVE_PYTHON_MODULE": "custom_nodes.rival-pack"})
+    with caplog.at_level(logging.WARNING, logger="expanse"):
+        check = watch_node_ids([ours])
+        check({"prompt": {}})
+        assert not caplog.records
+        comfy_nodes.NODE_CLASS_MAPPINGS["ExpanseChessTileRedraw"] = rival
+        try:
+            check({"prompt": {}})
+            check({"prompt": {}})  # said once
+            watch_node_ids([ours])
+        finally:
+            comfy_nodes.NODE_CLASS_MAPPINGS["ExpanseChessTileRedraw"] = ours
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2, said
+    assert all("'ExpanseChessTileRedraw'" in line and "custom_nodes.rival-pack" in line for line in said)
+    assert "taken over" in said[0] and "already registered" in said[1]
