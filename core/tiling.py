@@ -33,6 +33,17 @@ class Box(NamedTuple):
         return Box(max(0, self.y0 - margin), min(height, self.y1 + margin),
                    max(0, self.x0 - margin), min(width, self.x1 + margin))
 
+    def at_least(self, least: int, height: int, width: int) -> "Box":
+        """This box grown about its centre to at least `least` on each side, inside a height x width
+        canvas (as far as the canvas allows)."""
+        def span(lo: int, hi: int, length: int) -> tuple[int, int]:
+            size = min(max(hi - lo, least), length)
+            start = min(max(0, (lo + hi - size) // 2), length - size)
+            return start, start + size
+
+        (y0, y1), (x0, x1) = span(self.y0, self.y1, height), span(self.x0, self.x1, width)
+        return Box(y0, y1, x0, x1)
+
     def relative_to(self, outer: "Box") -> "Box":
         return Box(self.y0 - outer.y0, self.y1 - outer.y0, self.x0 - outer.x0, self.x1 - outer.x0)
 

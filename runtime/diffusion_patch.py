@@ -114,7 +114,10 @@ class TiledDiffusionPatch:
             shift = td.shift_for_step(self.seed, sigma, min(self.tile_h, height), min(self.tile_w, width), self.unit)
         key = (height, width, x.device, x.dtype)
         if key not in self._layouts:  # the boxes and weights do not change from step to step
-            self._layouts = {key: td.layout(self.method, height, width, self.tile_h, self.tile_w, self.overlap,
-                                            unit=self.unit, dtype=x.dtype, device=x.device)}
+            try:
+                self._layouts = {key: td.layout(self.method, height, width, self.tile_h, self.tile_w, self.overlap,
+                                                unit=self.unit, dtype=x.dtype, device=x.device)}
+            except ValueError as e:  # a tile count past the bound, in latent px: say it in pixels' terms
+                raise ValueError(f"TiledDiffusion: {e} (sizes in latent pixels)") from None
         base = self._layouts[key]
         return td.Layout(base.boxes, shift, base.weight, base.total)

@@ -20,6 +20,27 @@ REGION_KEY = "expanse_region"
 # The masks are drawn with the canvas's aspect ratio, this many cells on the longer side; ComfyUI
 # resizes them to the latent (bilinear), and a feathered edge survives that unchanged.
 MASK_SIDE = 512
+# The smallest area ComfyUI may crop for a region's model call, in pixels: SD1.5's UNet halves the
+# latent three times, so a crop under 8 latent px (64 px) leaves it nothing to convolve ("Kernel
+# size can't be greater than actual input size"). A smaller region keeps its own mask; only the
+# crop the model sees around it grows.
+MIN_AREA_PX = 64
+
+
+def _span(start: float, length: float, least: float) -> tuple[float, float]:
+    """[start, start + length) grown about its centre to at least `least`, kept inside [0, 1]."""
+    if length >= least:
+        return start, length
+    least = min(1.0, least)
+    start = min(max(0.0, start + length / 2 - least / 2), 1.0 - least)
+    return start, least
+
+
+def model_area(region: rg.Region, canvas_width: int, canvas_height: int) -> tuple:
+    """ComfyUI's percentage `area` for the region: its box, at least MIN_AREA_PX on each side."""
+    y, height = _span(region.y, region.height, MIN_AREA_PX / canvas_height)
+    x, width = _span(region.x, region.width, MIN_AREA_PX / canvas_width)
+    return ("percentage", height, width, y, x)
 
 
 def mask_size(canvas_width: int, canvas_height: int) -> tuple[int, int]:
@@ -45,7 +66,7 @@ def region_conds(region_conditioning: list, region: rg.Region, canvas_width: int
         if "area" in cond or "mask" in cond:
             log.warning("RegionPrompt: the region's conditioning already had an area or mask; the region replaces it")
         cond = dict(cond)
-        cond.update({"area": ("percentage", region.height, region.width, region.y, region.x),
+        cond.update({"area": model_area(region, canvas_width, canvas_height),
                      "mask": weight[None], "mask_strength": 1.0, "set_area_to_bounds": False,
                      REGION_KEY: info})
         out.append([embedding, cond])

@@ -32,6 +32,10 @@ from .compat import copy_control
 from .regions import REGION_KEY
 
 SKIP = "skip"  # the signature of a cond that misses a tile
+# The smallest area a cond may have within a tile, in latent px (regions.MIN_AREA_PX on SD's 8x
+# VAE): ComfyUI crops the model's input to a cond's area, and SD1.5's UNet cannot convolve a crop
+# under 8 latent px once it has halved it three times. The mask still weighs the cond inside it.
+MIN_AREA = 8
 
 
 def spatial_scale(t: torch.Tensor, height: int, width: int) -> int | None:
@@ -96,7 +100,7 @@ class _Cond:
         if self.weight is None:
             return None
         inside = nonzero_box(crop(self.weight, box))
-        return SKIP if inside is None else inside
+        return SKIP if inside is None else inside.at_least(MIN_AREA, box.height, box.width)
 
     def for_tiles(self, boxes: Sequence[Box], batch: int, signature, controls: "ControlCache") -> dict:
         out = dict(self.cond)

@@ -100,9 +100,12 @@ def test_controlnet_hints_reach_each_region_cropped(nodes, unet, conds, vae, pic
     assert seen == set(crops)
 
 
-def test_user_masks_and_percentage_areas_are_fitted_then_cut(nodes, conds):
+def test_user_masks_and_percentage_areas_are_fitted_then_cut(nodes, conds, monkeypatch):
     from expanse.core.tiling import Box
+    from expanse.runtime import tile_conds
     from expanse.runtime.tile_conds import ConditioningTiles, ControlCache
+
+    monkeypatch.setattr(tile_conds, "MIN_AREA", 1)  # the cut alone; the least area is the next test's
 
     positive, negative = conds
     mask = torch.zeros(1, 64, 96)  # pixel-sized, as ConditioningSetMask receives it
@@ -121,6 +124,23 @@ def test_user_masks_and_percentage_areas_are_fitted_then_cut(nodes, conds):
     assert len(negative_cut) == 1
     ((_, mask_cond),), _ = tiles.for_tiles([second], 1)
     torch.testing.assert_close(mask_cond["mask"], fitted[:, 4:, 6:])
+
+
+def test_an_area_cut_to_a_sliver_grows_to_what_the_unet_can_convolve(nodes, conds):
+    """An area meeting a tile in a 2 px strip gives the model an 8 latent px crop around it (SD1.5's
+    UNet halves it three times), weighted by the area's ramp as before."""
+    from expanse.core.tiling import Box
+    from expanse.runtime.tile_conds import MIN_AREA, ConditioningTiles, ControlCache
+
+    positive, negative = conds
+    # (h .5, w .125, y .25, x .4375) of a 32x32 latent: rows 8-24, columns 14-18
+    area = nodes["ConditioningSetAreaPercentage"]().append(positive, 0.125, 0.5, 0.4375, 0.25, 1.0)[0]
+    tiles = ConditioningTiles([area, negative], 32, 32, ControlCache())
+    tile = Box(0, 16, 0, 16)  # holds columns 14-16 of the area: a 2 px strip
+    ((_, cut),), _ = tiles.for_tiles([tile], 1)
+    height, width, y, x = cut["area"]
+    assert (height, width) == (8, MIN_AREA) and x + width <= 16 and x <= 14, cut["area"]
+    assert float(cut["mask"][0, y:y + height, x:x + width].max()) > 0
 
 
 def test_a_latent_input_chains_after_progressive_grow(nodes, unet, conds, vae):

@@ -137,6 +137,19 @@ def test_region_conds_carry_comfyui_keys(nodes, prompts):
     assert cond["set_area_to_bounds"] is False and "mask" not in sofa[0][1]  # the input is not changed
 
 
+def test_a_region_narrower_than_the_unet_can_convolve_gets_a_larger_area_and_keeps_its_mask(nodes, prompts):
+    """A 4 px wide region on a 320 px canvas: ComfyUI would crop the model's input to half a latent
+    pixel; the area grows about the box to 64 px (8 latent px), the mask still weighs the box alone."""
+    main, sofa = prompts["a lake under a night sky"], prompts["a red sofa"]
+    cond = region(nodes, main, sofa, x=0.985, width=4 / 320)[-1][1]
+    _, height, width, y, x = cond["area"]
+    assert (height, y) == (0.5, 0.25)  # tall enough already: unchanged
+    assert width == pytest.approx(64 / 320) and x == pytest.approx(1 - 64 / 320)  # kept on the canvas
+    weight = cond["mask"][0]
+    columns = weight.amax(dim=0).nonzero().flatten() / weight.shape[-1]
+    assert float(columns.min()) >= 0.98  # the weight stays in the 4 px box (a 512-cell mask)
+
+
 @pytest.mark.parametrize("inputs,words", [
     (dict(width=0.0), "zero size"),
     (dict(x=0.8, width=0.5), "x + width"),

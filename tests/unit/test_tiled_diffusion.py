@@ -167,3 +167,28 @@ def test_nonzero_box():
     m[1, 3, 4] = 1
     m[0, 6, 9] = -2
     assert td.nonzero_box(m) == Box(3, 7, 4, 10)
+
+
+def test_overlap_is_bounded_by_how_many_tiles_cover_a_pixel():
+    td.check_overlap(96, 96, 72)  # 3/4 of the tile: 4 x 4 tiles per pixel, the most allowed
+    assert td.coverage(96, 96, 72) == td.MAX_COVERAGE
+    with pytest.raises(ValueError, match=r"about 64 tiles per step .*lower overlap"):
+        td.check_overlap(8, 8, 7)  # 64 px tiles, 56 px overlap, in latent px: a stride of 1
+    with pytest.raises(ValueError, match="must be smaller than the tile"):
+        td.check_overlap(8, 16, 8)
+
+
+def test_a_layout_past_the_tile_bound_is_refused_with_its_count(monkeypatch):
+    monkeypatch.setattr(td, "MAX_TILES_PER_STEP", 16)
+    assert len(td.layout(td.MULTIDIFFUSION, 64, 64, 16, 16, 0).boxes) == 16
+    with pytest.raises(ValueError, match=r"64x80 latent would take 20 tiles per step, more than 16"):
+        td.layout(td.MULTIDIFFUSION, 80, 64, 16, 16, 0)
+
+
+@pytest.mark.parametrize("box,least,size,expected", [
+    (Box(10, 11, 3, 5), 8, (64, 64), Box(6, 14, 0, 8)),      # grown about its centre, kept inside
+    (Box(60, 62, 0, 20), 8, (64, 64), Box(56, 64, 0, 20)),   # against the far edge
+    (Box(1, 2, 1, 2), 8, (4, 6), Box(0, 4, 0, 6)),           # a canvas smaller than the least: all of it
+])
+def test_a_box_grows_to_a_least_size_inside_its_canvas(box, least, size, expected):
+    assert box.at_least(least, *size) == expected
