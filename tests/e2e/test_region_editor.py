@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from frontend import JS_HAS_SETTING, VUE_NODES, PlaywrightTimeout, frontend_page, skip_browser
+from frontend import JS_HAS_SETTING, VUE_NODES, PlaywrightTimeout, pack_frontend_page, skip_browser
 
 pytestmark = skip_browser
 
@@ -61,7 +61,7 @@ JS_CHAIN = """() => {
 
 @pytest.fixture(scope="module")
 def page(server):
-    with frontend_page(server, 1280, 900, JS_HELPERS) as pg:  # pg.problems is checked by the last test
+    with pack_frontend_page(server, 1280, 900, JS_HELPERS) as pg:  # pg.problems is checked by the last test
         yield pg
 
 
@@ -80,7 +80,7 @@ def vue_page(server, page):
     if not page.evaluate(JS_HAS_SETTING, VUE_NODES):
         pytest.skip(f"this frontend has no Nodes 2.0 (it defines no {VUE_NODES} setting)")
     try:
-        with frontend_page(server, 1280, 900, JS_HELPERS, vue_nodes=True) as pg:
+        with pack_frontend_page(server, 1280, 900, JS_HELPERS, vue_nodes=True) as pg:
             yield pg
     finally:  # the setting lives on the server: later pages of the session get the classic canvas
         status, _ = server.post_json("/settings", {VUE_NODES: False})
@@ -190,6 +190,7 @@ def test_editor_is_on_every_region_node_and_shows_the_chain(editor, tmp_path):
     info = page.evaluate("""([a, b]) => [a, b].map((id) => ({
         names: __expanse.node(id).widgets.map((w) => w.name),
         others: __expanse.canvas(id).dataset.others,
+        canvas: JSON.parse(__expanse.canvas(id).dataset.canvas),
         width: __expanse.canvas(id).clientWidth,
         height: __expanse.canvas(id).clientHeight,
         drawn: (() => {  // pixels of the box's colour: the editor really drew, not just sized itself
@@ -206,8 +207,10 @@ def test_editor_is_on_every_region_node_and_shows_the_chain(editor, tmp_path):
                                  "canvas_height", "region_editor"]
         assert node["width"] > 100 and node["height"] > 100, node
         assert node["drawn"] > 50, node
-    assert info[0]["others"] == "0"  # A has nothing upstream
-    assert info[1]["others"] == "1"  # B shows A faded
+    # A feeds B and B's output goes nowhere: both chains end at B, so each shows the other.
+    assert info[0]["others"] == "1" and info[1]["others"] == "1"
+    # No sampler, no latent: the picture has the node's own canvas_width x canvas_height.
+    assert info[1]["canvas"] == {"width": 1024, "height": 1024, "source": "node"}
 
     picture(page, b)  # laid out and drawn
     shot = tmp_path / "region_editor_nodes.png"
@@ -408,7 +411,289 @@ def test_the_workflow_keeps_the_box_through_save_queue_and_load(page, chain, tmp
     shutil.copy(shot, os.path.join(ARTIFACTS, "region_editor.png"))
 
 
+def test_the_size_label_leaves_the_corner_handles_free(editor):
+    """The size in pixels is written outside the picture, never over a corner handle of the box
+    (drawn 6 px square on each corner), wherever the box lies."""
+    page, (_, b) = editor
+    for box in ({"x": 0.0, "y": 0.5, "width": 0.5, "height": 0.5}, {"x": 0.5, "y": 0.5, "width": 0.5, "height": 0.5},
+                {"x": 0.0, "y": 0.0, "width": 1.0, "height": 1.0}):
+        set_box(page, b, box)
+        pg, label = page.evaluate("(id) => [JSON.parse(__expanse.canvas(id).dataset.page), "
+                                  "JSON.parse(__expanse.canvas(id).dataset.label)]", b)
+        assert label["width"] > 20, label  # it is drawn
+        for fx in (box["x"], box["x"] + box["width"]):
+            for fy in (box["y"], box["y"] + box["height"]):
+                hx, hy = pg["left"] + fx * pg["width"], pg["top"] + fy * pg["height"]
+                overlaps = (label["left"] < hx + 3 and hx - 3 < label["left"] + label["width"]
+                            and label["top"] < hy + 3 and hy - 3 < label["top"] + label["height"])
+                assert not overlaps, (box, (hx, hy), label)
+
+
+# A graph as users build it, for what the editor learns from the graph. R2 is the region edited.
+#   main ─ R1 (sofa, background) ─ R2 (woman) ─┐
+#   main ─ R3 (old man) ───────────────────────┴ Conditioning Combine ─ R4 (cat, through a timestep
+#   range) ─ KSampler.positive;  negative ─ R5 (background) ─ KSampler.negative;
+#   Empty Latent Image 1536x1024 ─ KSampler.latent_image
+#   lake ─ R6 (region prompt unlinked: its title is its label) ─ R7 (boat) ─ ProgressiveGrowSampler,
+#   whose latent_image is an Empty Latent Image of 768x1280.
+PROMPTS = {
+    "R1": "a large green velvet sofa with soft cushions",
+    "R2": "a young woman with red hair in a yellow sweater",
+    "R3": "an old man with a grey beard in a blue cardigan",
+    "R4": "a sleeping cat curled up",
+    "R5": "text, watermark, signature",
+    "R7": "a small red boat",
+}
+R6_TITLE = "Lake region (no prompt linked)"
+JS_SCENE = """([prompts, r6Title]) => {
+    app.graph.clear();
+    // Ids no earlier graph of this page had: Nodes 2.0 of frontend 1.32 keeps showing a removed
+    // node's element, where it was, for a new node of the same id.
+    window.__expanseScenes = (window.__expanseScenes ?? 0) + 1;
+    app.graph.last_node_id = 1000 * window.__expanseScenes;
+    const add = (type, pos, values = {}, title) => {
+        const n = LiteGraph.createNode(type);
+        n.pos = pos;
+        if (title) n.title = title;
+        app.graph.add(n);
+        for (const [k, v] of Object.entries(values)) n.widgets.find((w) => w.name === k).value = v;
+        return n;
+    };
+    const link = (from, to, input) => from.connect(0, to, to.findInputSlot(input));
+    const text = (t, pos) => add("CLIPTextEncode", pos, {text: t});
+    const region = (box, type, pos) => add("ExpanseRegionPrompt", pos, {...box, type});
+    const main = text("a cozy living room in the evening, warm lamp light", [-900, 0]);
+    const negative = text("blurry, lowres", [-900, 300]);
+    const r = {
+        R1: region({x: 0, y: 0.6, width: 1, height: 0.4}, "background", [-400, 900]),
+        R2: region({x: 0.6, y: 0.1, width: 0.3, height: 0.3}, "foreground", [0, 0]),
+        R3: region({x: 0.56, y: 0.12, width: 0.36, height: 0.83}, "foreground", [700, 900]),
+        R4: region({x: 0.42, y: 0.66, width: 0.16, height: 0.2}, "foreground", [1400, 900]),
+        R5: region({x: 0.8, y: 0.85, width: 0.2, height: 0.15}, "background", [2100, 900]),
+        R6: region({x: 0.1, y: 0.5, width: 0.8, height: 0.4}, "background", [0, 1900]),
+        R7: region({x: 0.4, y: 0.6, width: 0.2, height: 0.1}, "foreground", [700, 1900]),
+    };
+    r.R2.size = [460, Math.max(r.R2.size[1], 640)];  // a roomy editor for the screenshot
+    r.R6.title = r6Title;
+    const combine = add("ConditioningCombine", [1400, 0]);
+    const range = add("ConditioningSetTimestepRange", [1400, 400]);
+    const sampler = add("KSampler", [2100, 0]);
+    const latent = add("EmptyLatentImage", [1400, 600], {width: 1536, height: 1024});
+    const grow = add("ExpanseProgressiveGrowSampler", [1400, 1900]);
+    const tall = add("EmptyLatentImage", [700, 2600], {width: 768, height: 1280});
+    for (const [name, t] of Object.entries(prompts)) {
+        const encoder = text(t, [r[name].pos[0] - 450, r[name].pos[1] + 300]);
+        if (name === "R4") link(encoder, range, "conditioning");  // the cat's prompt, through the range
+        else link(encoder, r[name], "region_conditioning");
+    }
+    link(range, r.R4, "region_conditioning");
+    link(main, r.R1, "conditioning");
+    link(r.R1, r.R2, "conditioning");
+    link(main, r.R3, "conditioning");
+    link(r.R2, combine, "conditioning_1");
+    link(r.R3, combine, "conditioning_2");
+    link(combine, r.R4, "conditioning");
+    link(r.R4, sampler, "positive");
+    link(negative, r.R5, "conditioning");
+    link(r.R5, sampler, "negative");
+    link(latent, sampler, "latent_image");
+    link(text("a mountain lake at sunset", [-450, 1900]), r.R6, "conditioning");
+    link(r.R6, r.R7, "conditioning");
+    link(r.R7, grow, "positive");
+    link(tall, grow, "latent_image");
+    return {...Object.fromEntries(Object.entries(r).map(([k, n]) => [k, n.id])), latent: latent.id};
+}"""
+
+# Moves the view so the node is on screen at zoom 1 (the editors of nodes off screen are hidden and
+# not drawn), clear of the menus newer frontends float over the graph's top-left corner.
+JS_FOCUS = """(id) => {
+    const n = app.graph.getNodeById(id);
+    app.canvas.ds.scale = 1;
+    app.canvas.ds.offset = [360 - n.pos[0], 110 - n.pos[1]];
+    app.canvas.setDirty(true, true);
+}"""
+
+
+def build_scene(page):
+    """The scene on a cleared graph (the chains of the tests above are gone): {name: node id}."""
+    return page.evaluate(JS_SCENE, [PROMPTS, R6_TITLE])
+
+
+def focus(page, node_id):
+    page.evaluate(JS_FOCUS, node_id)
+    page.wait_for_function("(id) => __expanse.canvas(id)?.isConnected && __expanse.canvas(id).clientWidth > 0",
+                           arg=node_id, timeout=WAIT_MS)
+    wait_painted(page, node_id)
+
+
+def shown(page, node_id, want=None):
+    """What the node's editor reports it shows: {regions: {id: {label, type, box}}, canvas, warning},
+    once it reports `want` (a function of that), or after the wait, whatever it reports then."""
+    js = """(id) => {
+        const c = __expanse.canvas(id);
+        return {regions: JSON.parse(c.dataset.regions), canvas: JSON.parse(c.dataset.canvas),
+                warning: c.dataset.warning ?? "", page: JSON.parse(c.dataset.page),
+                warning_at: JSON.parse(c.dataset.warningAt ?? "null")};
+    }"""
+    report = None
+    for _ in range(150):
+        report = page.evaluate(js, node_id)
+        report["regions"] = {r["id"]: r for r in report["regions"]}
+        if want is None or want(report):
+            break
+        page.wait_for_timeout(200)
+    return report
+
+
+@pytest.fixture(params=[CLASSIC, NODES2])
+def scene_page(request):
+    """The page of the classic canvas, then of Nodes 2.0."""
+    return request.getfixturevalue("page" if request.param == CLASSIC else "vue_page")
+
+
+def test_regions_reaching_the_same_sampler_are_shown_labelled_by_their_prompts(scene_page):
+    page = scene_page
+    ids = build_scene(page)
+    sid = {name: str(ids[name]) for name in ids}
+    sampled = ["R1", "R2", "R3", "R4", "R5"]
+
+    def check(name, expected):
+        """The node's editor shows exactly the expected regions, each labelled and typed."""
+        focus(page, ids[name])
+        got = shown(page, ids[name], lambda r: set(r["regions"]) == {sid[n] for n in expected})["regions"]
+        assert set(got) == {sid[n] for n in expected}, (name, {k: v["label"] for k, v in got.items()})
+        for other in expected:
+            region = got[sid[other]]
+            label = region["label"]
+            if other in PROMPTS:  # the first words of its prompt, at least two of them
+                assert PROMPTS[other].startswith(label.rstrip("…")), (other, label)
+                assert len(label.rstrip("…").split()) >= 2, (other, label)
+            else:
+                assert label == R6_TITLE, (other, label)
+            kind = "background" if other in ("R1", "R5", "R6") else "foreground"
+            assert region["type"] == kind, (other, region)
+        return got
+
+    # R2, mid-chain: R1 upstream, R3 joined by Conditioning Combine, R4 further down, R5 on the
+    # negative side of the same KSampler; not R6/R7, which go to another sampler.
+    got = check("R2", [n for n in sampled if n != "R2"])
+    assert got[sid["R4"]]["label"].startswith("a sleeping")  # found through the timestep range
+    check("R3", [n for n in sampled if n != "R3"])  # R1 and R2 reach it through the Combine
+    check("R4", [n for n in sampled if n != "R4"])
+    check("R6", ["R7"])  # a separate chain, into a ProgressiveGrowSampler
+    check("R7", ["R6"])  # R6's prompt is not linked: its title instead
+    # The label follows an edit of the prompt.
+    page.evaluate("""([id]) => {
+        const region = app.graph.getNodeById(id);
+        const enc = region.getInputNode(region.findInputSlot("region_conditioning"));
+        enc.widgets.find((w) => w.name === "text").value = "a tabby kitten asleep on a rug";
+    }""", [ids["R3"]])
+    focus(page, ids["R2"])
+    got = shown(page, ids["R2"], lambda r: r["regions"][sid["R3"]]["label"].startswith("a tabby"))["regions"]
+    assert got[sid["R3"]]["label"].startswith("a tabby kitten"), got[sid["R3"]]
+
+
+def test_canvas_size_comes_from_the_latent_the_chain_is_sampled_on(scene_page):
+    page = scene_page
+    ids = build_scene(page)
+
+    def canvas(name, want_size, want_warning):
+        focus(page, ids[name])
+        report = shown(page, ids[name], lambda r: (r["canvas"]["width"], r["canvas"]["height"]) == want_size
+                       and bool(r["warning"]) == want_warning)
+        assert report["canvas"] == {"width": want_size[0], "height": want_size[1], "source": "latent"}, report
+        pg = report["page"]
+        assert pg["width"] / pg["height"] == pytest.approx(want_size[0] / want_size[1], rel=0.02)
+        assert bool(report["warning"]) == want_warning, report["warning"]
+        return report
+
+    # The KSampler's Empty Latent Image is 1536x1024, the node's own canvas 1024x1024: a warning.
+    report = canvas("R2", (1536, 1024), True)
+    assert "1024×1024" in report["warning"] and "1536×1024" in report["warning"], report["warning"]
+    # The warning is written on the editor, in a line of its own above the picture.
+    line, pg = report["warning_at"], report["page"]
+    assert line and line["width"] > 50 and line["top"] >= 0 and line["top"] + line["height"] <= pg["top"], (line, pg)
+    # Matching canvas_width / canvas_height (the node measures the feather on them): no warning.
+    page.evaluate("(id) => { for (const [k, v] of [['canvas_width', 1536], ['canvas_height', 1024]]) "
+                  "__expanse.widget(id, k).value = v; }", ids["R2"])
+    canvas("R2", (1536, 1024), False)
+    # The latent changes: the picture follows it, the warning comes back.
+    page.evaluate("(id) => { __expanse.widget(id, 'width').value = 1024; }", ids["latent"])
+    canvas("R2", (1024, 1024), True)
+    # Through an ExpanseProgressiveGrowSampler's latent_image.
+    canvas("R6", (768, 1280), True)
+
+
+def test_drawing_on_empty_canvas_draws_a_new_box(scene_page):
+    page = scene_page
+    ids = build_scene(page)
+    r2 = ids["R2"]
+    focus(page, r2)
+    start = {"x": 0.6, "y": 0.1, "width": 0.3, "height": 0.3}
+    wait_painted(page, r2, start)
+    pic = picture(page, r2)
+
+    # A click on empty canvas, without a drag, leaves the box as it is.
+    page.mouse.click(*screen(pic, 0.2, 0.5))
+    page.wait_for_function("(id) => __expanse.canvas(id).dataset.drag === undefined", arg=r2, timeout=WAIT_MS)
+    assert page.evaluate("(id) => __expanse.box(id)", r2) == start
+
+    # Press on empty canvas, drag: the box follows the drag from the press.
+    page.mouse.move(*screen(pic, 0.06, 0.12))
+    page.mouse.down()
+    try:
+        page.wait_for_function("(id) => __expanse.canvas(id).dataset.drag === 'draw'", arg=r2, timeout=WAIT_MS)
+        page.mouse.move(*screen(pic, 0.3, 0.6), steps=8)
+        assert_box(page, r2, {"x": 0.06, "y": 0.12, "width": 0.24, "height": 0.48})
+        save_drawing_screenshot(page, r2)
+        page.mouse.move(*screen(pic, 0.42, 0.92), steps=6)
+    finally:
+        page.mouse.up()
+    assert_box(page, r2, {"x": 0.06, "y": 0.12, "width": 0.36, "height": 0.8})
+
+    # Drawn up and to the left: the box spans the same two corners.
+    drag(page, r2, screen(pic, 0.9, 0.5), (-0.3, -0.3), pic, "draw")
+    assert_box(page, r2, {"x": 0.6, "y": 0.2, "width": 0.3, "height": 0.3})
+
+    # A drag straight down: the box is as narrow as the editor allows, no narrower.
+    drag(page, r2, screen(pic, 0.2, 0.05), (0.0, 0.35), pic, "draw")
+    assert_box(page, r2, {"x": 0.2, "y": 0.05, "width": 0.02, "height": 0.35})
+
+    # Drawn past the picture's edge: stops at the canvas border.
+    drag(page, r2, screen(pic, 0.5, 0.5), (0.8, 0.8), pic, "draw")
+    assert_box(page, r2, {"x": 0.5, "y": 0.5, "width": 0.5, "height": 0.5})
+
+
+SCREENSHOTS = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "screenshots")
+
+
+def save_drawing_screenshot(page, node_id):
+    """docs/screenshots/region_editor_draw.png: the node while a box is being drawn, from the newest
+    frontend (1.49+) in the classic canvas, the default; a palette PNG to keep it small."""
+    version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ ?? '0.0'")
+    vue = page.evaluate("() => !!document.querySelector('.lg-node[data-node-id]')")
+    if vue or tuple(int(v) for v in version.split(".")[:2]) < (1, 49):
+        return
+    clip = page.evaluate("""(id) => {
+        const node = app.graph.getNodeById(id);
+        const title = LiteGraph.NODE_TITLE_HEIGHT;
+        const [x, y] = app.canvas.ds.convertOffsetToCanvas([node.pos[0] - 12, node.pos[1] - title - 12]);
+        const r = app.canvas.canvas.getBoundingClientRect();
+        const s = app.canvas.ds.scale;
+        return {x: r.left + x, y: r.top + y, width: (node.size[0] + 24) * s, height: (node.size[1] + title + 24) * s};
+    }""", node_id)
+    from PIL import Image
+
+    os.makedirs(SCREENSHOTS, exist_ok=True)
+    path = os.path.join(SCREENSHOTS, "region_editor_draw.png")
+    page.screenshot(path=path, clip=clip)
+    Image.open(path).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+
+
 def test_the_extension_raised_no_errors(editor):
     page, _ = editor
-    ours = [p for p in page.problems if "expanse" in p.lower() or "region_editor" in p]
+    # The frontend asks the registry (api.comfy.org) which pack a custom node comes from; this machine
+    # is offline, so that lookup fails by name resolution. Not an error of the extension.
+    offline = "net::ERR_NAME_NOT_RESOLVED"
+    ours = [p for p in page.problems if ("expanse" in p.lower() or "region_editor" in p) and offline not in p]
     assert not ours, "\n".join(ours)
