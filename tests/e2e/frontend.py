@@ -49,6 +49,10 @@ def _playwright():
             _driver["playwright"] = None
 
 
+# The frontend is ready once it has registered the pack's nodes.
+PACK_READY = "!!(window.app?.graph && window.LiteGraph?.registered_node_types?.ExpanseRegionPrompt)"
+
+
 @contextlib.contextmanager
 def frontend_page(server, width: int, height: int, setup_js: str, vue_nodes: bool = False):
     """The real frontend in headless Chromium, loaded with the pack's nodes, setup_js evaluated in
@@ -69,36 +73,10 @@ def frontend_page(server, width: int, height: int, setup_js: str, vue_nodes: boo
             page.on("response", lambda r: r.status >= 400 and problems.append(f"http {r.status}: {r.url}"))
             page.goto(server.url)
             # A machine whose cores are busy with other jobs can take a minute to start the frontend.
-            page.wait_for_function("!!(window.app?.graph && window.LiteGraph?.registered_node_types?.RegionPrompt)",
-                                   timeout=120_000)
-            page.evaluate(setup_js)
-            page.problems = problems
-            yield page
-        finally:
-            browser.close()
-
-
-# The pack's node ids carry the Expanse prefix; frontend_page above waits for the old RegionPrompt id.
-PACK_READY = "!!(window.app?.graph && window.LiteGraph?.registered_node_types?.ExpanseRegionPrompt)"
-
-
-@contextlib.contextmanager
-def pack_frontend_page(server, width: int, height: int, setup_js: str, vue_nodes: bool = False):
-    """frontend_page, ready once the frontend has registered the pack's nodes under their Expanse ids."""
-    status, _ = server.post_json("/settings", {"Comfy.TutorialCompleted": True, VUE_NODES: vue_nodes})
-    assert status == 200
-    problems = []
-    with _playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": width, "height": height}, device_scale_factor=1)
-            page.on("console", lambda m: m.type == "error" and problems.append(f"console: {m.text} @ {m.location}"))
-            page.on("pageerror", lambda e: problems.append(f"pageerror: {e} {e.stack or ''}"))
-            page.on("response", lambda r: r.status >= 400 and problems.append(f"http {r.status}: {r.url}"))
-            page.goto(server.url)
             page.wait_for_function(PACK_READY, timeout=120_000)
             page.evaluate(setup_js)
             page.problems = problems
             yield page
         finally:
             browser.close()
+

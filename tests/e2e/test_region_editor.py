@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from frontend import JS_HAS_SETTING, VUE_NODES, PlaywrightTimeout, pack_frontend_page, skip_browser
+from frontend import JS_HAS_SETTING, VUE_NODES, PlaywrightTimeout, frontend_page, skip_browser
 
 pytestmark = skip_browser
 
@@ -61,7 +61,7 @@ JS_CHAIN = """() => {
 
 @pytest.fixture(scope="module")
 def page(server):
-    with pack_frontend_page(server, 1280, 900, JS_HELPERS) as pg:  # pg.problems is checked by the last test
+    with frontend_page(server, 1280, 900, JS_HELPERS) as pg:  # pg.problems is checked by the last test
         yield pg
 
 
@@ -80,7 +80,7 @@ def vue_page(server, page):
     if not page.evaluate(JS_HAS_SETTING, VUE_NODES):
         pytest.skip(f"this frontend has no Nodes 2.0 (it defines no {VUE_NODES} setting)")
     try:
-        with pack_frontend_page(server, 1280, 900, JS_HELPERS, vue_nodes=True) as pg:
+        with frontend_page(server, 1280, 900, JS_HELPERS, vue_nodes=True) as pg:
             yield pg
     finally:  # the setting lives on the server: later pages of the session get the classic canvas
         status, _ = server.post_json("/settings", {VUE_NODES: False})
