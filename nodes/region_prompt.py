@@ -53,7 +53,8 @@ class RegionPrompt(io.ComfyNode):
                              tooltip="The canvas size the region editor shows and the feather is measured on. "
                                      "The region itself is stored as fractions and follows a size change."),
                 io.Int.Input("canvas_height", default=1024, min=64, max=65536, step=8,
-                             tooltip="See canvas_width."),
+                             tooltip="The canvas height the region editor shows and the feather is measured "
+                                     "on; see canvas_width."),
                 io.Mask.Input("mask", optional=True,
                               tooltip="A shape for a non-rectangular region, stretched over the box "
                                       "(white = inside)."),

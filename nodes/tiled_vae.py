@@ -36,7 +36,7 @@ class TiledVAEDecode(io.ComfyNode):
                          "use less device memory and run a little slower.",
                     mode="exact: the same image as a whole-image decode (default); its attention grows with the "
                          "square of the area. local_attention: exact statistics, each tile attends to itself and "
-                         "`padding` around it: linear time, very close to exact (for 4K and up). fast: estimates "
+                         "padding pixels around it: linear time, very close to exact (for 4K and up). fast: estimates "
                          "the statistics from a shrunken copy and decodes padded tiles independently; memory "
                          "bounded by the tile, visible differences are possible.",
                     padding=96,
@@ -73,7 +73,7 @@ class TiledVAEEncode(io.ComfyNode):
                          "exact mode the result does not depend on it.",
                     mode="exact: the same latent as a whole-image encode (default); its attention grows with the "
                          "square of the area. local_attention: exact statistics, each tile attends to itself and "
-                         "`padding` around it: linear time, very close to exact. fast: estimated statistics and "
+                         "padding pixels around it: linear time, very close to exact. fast: estimated statistics and "
                          "independent padded tiles; memory bounded by the tile.",
                     padding=64,
                     padding_tooltip="fast mode: context in input pixels encoded around each tile. local_attention: "
