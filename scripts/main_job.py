@@ -16,6 +16,8 @@ CPU. With your SD1.5 checkpoint the workflow runs as saved: a 2048x3072 poster.
                                                  or for the demo model one it knows)
     EXPANSE_SCALE=4                              with the demo model: the poster's sizes divided by this
     EXPANSE_SEED=2024                            the composition's seed
+    EXPANSE_DEVICE=cpu                           keep ComfyUI on the CPU (default auto: a GPU, CUDA,
+                                                 MPS or XPU, when torch in this venv sees one)
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import sys
 import time
 
 from expanse_harness.host import ROOT
-from expanse_harness.server import ComfyServer
+from expanse_harness.server import AUTO, DEVICES, ComfyServer
 from expanse_harness.workflows import DEMO_WEIGHTS, EXAMPLE_DIR, Definitions, demo_settings, for_demo, ui_to_api
 
 WORKFLOW = "poster_progressive_chess_redraw"
@@ -42,6 +44,15 @@ def model_nodes() -> tuple[dict, dict]:
         sys.exit(f"EXPANSE_CHECKPOINT={path} is not a file")
     return ({"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": path.name}},
             {"checkpoints": path.parent})
+
+
+def server_device() -> str:
+    """Where ComfyUI computes: EXPANSE_DEVICE, by default auto (a GPU when torch sees one; the
+    tests keep the server's default, the CPU)."""
+    device = os.environ.get("EXPANSE_DEVICE", AUTO)
+    if device not in DEVICES:
+        sys.exit(f"EXPANSE_DEVICE={device} is not one of {', '.join(DEVICES)}")
+    return device
 
 
 def poster_prompt(object_info: dict, checkpoint: dict | None, text: str | None, scale: int, seed: int) -> dict:
@@ -72,8 +83,8 @@ def main() -> int:
     scale, seed = int(env("EXPANSE_SCALE", "4")), int(env("EXPANSE_SEED", "2024"))
     out_dir = ROOT / "output"
     out_dir.mkdir(exist_ok=True)
-    with ComfyServer(workdir=ROOT / ".cache" / "main-job", model_dirs=model_dirs) as server:
-        print(f"ComfyUI is up at {server.url} (log: {server.log_path})")
+    with ComfyServer(workdir=ROOT / ".cache" / "main-job", model_dirs=model_dirs, device=server_device()) as server:
+        print(f"ComfyUI is up at {server.url} on the {server.runs_on.upper()} (log: {server.log_path})")
         prompt = poster_prompt(server.get("/object_info"), checkpoint, env("EXPANSE_PROMPT"), scale, seed)
         started = time.monotonic()
         shown: dict[str, int] = {}

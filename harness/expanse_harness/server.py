@@ -2,7 +2,12 @@
 upload pictures, queue an API-format prompt, follow its progress, fetch the images. Used by the
 main job, the example-workflow script and the end-to-end tests.
 
-Only the standard library and aiohttp (a ComfyUI requirement, so always in the host's venv).
+Only the standard library and aiohttp (a ComfyUI requirement, so always in the host's venv); torch
+is asked about the machine's accelerator in a child process, never imported here.
+
+Device: the tests run ComfyUI with --cpu (CPU-only CI, results that do not depend on the machine),
+the default here; the main job asks for "auto", which leaves ComfyUI on the CUDA, MPS or XPU device
+that torch in the server's Python sees, and on the CPU where it sees none.
 """
 from __future__ import annotations
 
@@ -22,6 +27,31 @@ import uuid
 from .host import comfy_dir
 
 
+# Where the server computes: CPU always passes --cpu; AUTO passes it only where torch sees no accelerator.
+CPU, AUTO = "cpu", "auto"
+DEVICES = (CPU, AUTO)
+
+# The accelerators ComfyUI's model management uses, in the order it looks for them; run in a child.
+_PROBE = """import torch
+xpu = getattr(torch, "xpu", None)
+mps = getattr(torch.backends, "mps", None)
+print("xpu" if xpu is not None and xpu.is_available() else "cuda" if torch.cuda.is_available()
+      else "mps" if mps is not None and mps.is_available() else "")
+"""
+
+
+def accelerator(python: str = sys.executable) -> str | None:
+    """The accelerator ("cuda", "mps" or "xpu") torch sees in `python` (the server's: this one),
+    or None. A child process asks, so the harness never imports torch (nor CUDA into a parent
+    that later forks)."""
+    try:
+        found = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = found.stdout.split()
+    return lines[-1] if found.returncode == 0 and lines else None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -31,11 +61,17 @@ def free_port() -> int:
 class ComfyServer:
     """A ComfyUI server on 127.0.0.1 in its own process, with its input, output, temp and user
     folders in `workdir` so runs leave the host clean. Extra model folders (name -> path) are
-    passed through an extra_model_paths.yaml."""
+    passed through an extra_model_paths.yaml. device: CPU (--cpu, the tests' default) or AUTO
+    (ComfyUI's own choice where torch sees an accelerator, else --cpu); `runs_on` says which
+    ("cpu", "cuda", "mps" or "xpu") once the command line is built."""
 
     def __init__(self, workdir: pathlib.Path | None = None, model_dirs: dict[str, pathlib.Path] | None = None,
-                 log_path: pathlib.Path | None = None):
+                 log_path: pathlib.Path | None = None, device: str = CPU):
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
         self.workdir = pathlib.Path(workdir or tempfile.mkdtemp(prefix="expanse-comfy-"))
+        self.device = device
+        self.runs_on: str | None = None
         self.model_dirs = model_dirs or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -56,10 +92,12 @@ class ComfyServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def start(self, timeout: float = 180.0) -> None:
-        for sub in ("input", "output", "temp", "user"):
-            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
-        args = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+    def command(self) -> list[str]:
+        """ComfyUI's command line (main.py in the host folder), with --cpu unless device is AUTO and
+        torch sees an accelerator; sets runs_on. Writes the extra model paths file it names."""
+        self.runs_on = (accelerator() if self.device == AUTO else None) or CPU
+        args = [sys.executable, "main.py", *(["--cpu"] if self.runs_on == CPU else []),
+                "--listen", "127.0.0.1", "--port", str(self.port),
                 "--disable-auto-launch", "--input-directory", str(self.workdir / "input"),
                 "--output-directory", str(self.workdir / "output"), "--temp-directory", str(self.workdir / "temp"),
                 "--user-directory", str(self.workdir / "user"),
@@ -70,6 +108,12 @@ class ComfyServer:
             lines += [f"  {kind}: {path}" for kind, path in self.model_dirs.items()]
             config.write_text("\n".join(lines) + "\n")
             args += ["--extra-model-paths-config", str(config)]
+        return args
+
+    def start(self, timeout: float = 180.0) -> None:
+        for sub in ("input", "output", "temp", "user"):
+            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        args = self.command()
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(args, cwd=comfy_dir(), stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
