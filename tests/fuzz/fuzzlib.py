@@ -653,6 +653,12 @@ def _queue_errors(outcome: Outcome, node_id: str) -> list[dict]:
 
 
 def _error_names(error: dict, names: Iterable[str]) -> bool:
+    """Whether a queue-time error names one of the inputs. ComfyUI's own checks say which input in
+    extra_info; a node's validate_inputs message is repeated once for every input the function
+    takes ("<input> - <message>"), so there only the message itself counts."""
+    if error.get("type") == "custom_validation_failed":
+        message = str(error.get("details", "")).partition(" - ")[2]
+        return any(names_word(message, n) for n in names)
     text = " ".join(str(error.get(k, "")) for k in ("message", "details"))
     input_name = (error.get("extra_info") or {}).get("input_name")
     return any(input_name == n or names_word(text, n) for n in names)
