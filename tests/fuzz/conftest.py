@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import re
 import resource
 import time
@@ -18,8 +19,13 @@ from fuzzlib import RESULTS, Runner
 
 def pytest_configure(config):
     # Each failure's message says the case, what was expected and what came back: one line each
-    # (hundreds of cases fail the same way while a node lacks its entry checks).
-    if config.option.tbstyle == "auto":
+    # (hundreds of cases fail the same way while a node lacks its entry checks). Only when this
+    # tier runs alone and no --tb was given.
+    here = pathlib.Path(__file__).parent.resolve()
+    alone = config.args and all(here in [p, *p.parents] for p in
+                                (pathlib.Path(config.invocation_params.dir, a.split("::")[0]).resolve()
+                                 for a in config.args))
+    if alone and config.option.tbstyle == "auto":
         config.option.tbstyle = "line"
 
 

@@ -56,7 +56,7 @@ INTERNAL_MESSAGES = [
     "math domain error", "arg is an empty sequence", "can't multiply sequence", "positional argument",
     "invalid literal", "cannot convert", "int too large", "OverflowError", "could not convert",
     "only integer tensors", "must be positive integer", "step must not be zero", "Trying to create tensor",
-    "allocate memory", "DefaultCPUAllocator", "out of memory", "overflowed",
+    "allocate memory", "DefaultCPUAllocator", "out of memory", "overflowed", "Overflow when unpacking",
     "numel", "aten::", "torch.", "RuntimeError", "TypeError", "IndexError", "KeyError",
 ]
 _TRACEBACK_LINE = re.compile(r'File "[^"]+", line \d+')
