@@ -10,6 +10,7 @@ from comfy_api.latest import io
 
 from ..core import chess_redraw as cr
 from ..runtime import vae as runtime_vae
+from ..runtime.checks import checked_entry
 from ..runtime.compat import node_schema
 from ..runtime.host import CATEGORY, output_read, sampling_inputs
 from ..runtime.redraw import Redraw, upscaled_canvas
@@ -87,6 +88,7 @@ class ChessTileRedraw(io.ComfyNode):
         )
 
     @classmethod
+    @checked_entry
     def execute(cls, model, positive, negative, vae, upscale_by=2.0, seed=0, steps=20, cfg=7.0,
                 sampler_name="euler", scheduler="normal", denoise=0.35, tile_width=512, tile_height=512,
                 padding=64, mask_feather=32, tile_batch_size=4, redraw_order=cr.CHESS, seam_fix=cr.SEAMS_NONE,
@@ -96,8 +98,9 @@ class ChessTileRedraw(io.ComfyNode):
             raise ValueError(f"{NODE}: connect an image or a latent to upscale")
         if image is not None and latent is not None:
             raise ValueError(f"{NODE}: connect an image or a latent, not both")
-        if vae_mode not in runtime_vae.AUTO_MODES:
-            raise ValueError(f"{NODE}: vae_mode must be one of {', '.join(runtime_vae.AUTO_MODES)}, got {vae_mode!r}")
+        if latent is not None and latent["samples"].ndim != 4:
+            raise ValueError(f"{NODE}: latent has shape {tuple(latent['samples'].shape)}; the redraw takes an image "
+                             "latent (batch, channels, height, width), not a video's")
         canvas = upscaled_canvas(NODE, image, latent, vae, upscale_by, upscale_model, vae_mode)
         if canvas.shape[1] != vae.latent_channels:
             raise ValueError(f"{NODE}: the latent has {canvas.shape[1]} channels but the vae takes "

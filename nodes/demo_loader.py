@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..runtime.checks import checked_entry
 from ..runtime.compat import node_schema
 from ..runtime.demo_model import DEFAULT_WEIGHTS, WEIGHTS_DIR, load_demo, weight_files
 from ..runtime.host import CATEGORY
@@ -27,5 +28,6 @@ class DemoModelLoader(io.ComfyNode):
         )
 
     @classmethod
+    @checked_entry
     def execute(cls, weights=DEFAULT_WEIGHTS) -> io.NodeOutput:
         return io.NodeOutput(*load_demo(WEIGHTS_DIR / weights))

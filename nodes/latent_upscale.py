@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..core import latent_resample as lr
+from ..runtime.checks import checked_entry
 from ..runtime.compat import node_schema
 from ..runtime.host import CATEGORY
 from ..runtime.latent import pixel_ratio, resize_latent, target_size
@@ -54,6 +55,7 @@ class LatentUpscaleAdvanced(io.ComfyNode):
         )
 
     @classmethod
+    @checked_entry
     def execute(cls, samples, upscale_method=DEFAULT_METHOD, scale_by=1.5, width=0, height=0, antialias=True,
                 vae=None) -> io.NodeOutput:
         z = samples["samples"]

@@ -10,11 +10,12 @@ from comfy_api.latest import io
 
 from ..core import latent_resample as lr
 from ..core import progressive
+from ..runtime.checks import checked_entry
 from ..runtime.compat import node_schema
 from ..runtime.geometry import model_geometry
 from ..runtime.host import CATEGORY, sampling_inputs
 from ..runtime.latent import resize_latent
-from ..runtime.stage_sampling import StageProgress, inject_noise, sample_stage
+from ..runtime.stage_sampling import StageProgress, inject_noise, offset_seed, sample_stage
 
 NODE = "ProgressiveGrowSampler"
 
@@ -76,6 +77,7 @@ class ProgressiveGrowSampler(io.ComfyNode):
         )
 
     @classmethod
+    @checked_entry
     def execute(cls, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler,
                 min_scale=0.25, max_scale=1.0, stages=4, spacing=progressive.GEOMETRIC, refine=True,
                 denoise_second=0.55, denoise_last=0.35, refine_steps=5, upscale_method="bislerp",
@@ -112,8 +114,8 @@ class ProgressiveGrowSampler(io.ComfyNode):
             if index == 0:
                 latent["samples"] = sample_stage(model, latent, seed=seed, steps=steps, denoise=1.0, **settings)
             elif refine:
-                latent["samples"] = inject_noise(latent["samples"], stage_noise, seed + 1000 + index)
-                latent["samples"] = sample_stage(model, latent, seed=seed + index, steps=refine_steps,
+                latent["samples"] = inject_noise(latent["samples"], stage_noise, offset_seed(seed, 1000 + index))
+                latent["samples"] = sample_stage(model, latent, seed=offset_seed(seed, index), steps=refine_steps,
                                                  denoise=stage.denoise, **settings)
             results.append(dict(latent))
         return io.NodeOutput(results[-1], results)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..core import regions as rg
+from ..runtime.checks import checked_entry
 from ..runtime.compat import node_schema
 from ..runtime.host import CATEGORY
 from ..runtime.regions import region_conds
@@ -50,11 +51,12 @@ class RegionPrompt(io.ComfyNode):
                                tooltip="How strongly the region's prompt counts: for a background its weight "
                                        "against the prompts under it, for a foreground its opacity (capped at 1)."),
                 io.Int.Input("canvas_width", default=1024, min=64, max=65536, step=8,
-                             tooltip="The canvas size the region editor shows and the feather is measured on. "
-                                     "The region itself is stored as fractions and follows a size change."),
+                             tooltip="The canvas size the feather is measured on; set it to the size you sample "
+                                     "at. The region editor shows the sampler's latent size where the graph "
+                                     "has one and warns if this differs. The region itself is stored as "
+                                     "fractions and follows a size change."),
                 io.Int.Input("canvas_height", default=1024, min=64, max=65536, step=8,
-                             tooltip="The canvas height the region editor shows and the feather is measured "
-                                     "on; see canvas_width."),
+                             tooltip="The canvas height the feather is measured on; see canvas_width."),
                 io.Mask.Input("mask", optional=True,
                               tooltip="A shape for a non-rectangular region, stretched over the box "
                                       "(white = inside)."),
@@ -75,6 +77,7 @@ class RegionPrompt(io.ComfyNode):
         return True
 
     @classmethod
+    @checked_entry
     def execute(cls, conditioning, region_conditioning, x, y, width, height, type, feather, strength,
                 canvas_width, canvas_height, mask=None) -> io.NodeOutput:
         region = rg.Region(x, y, width, height, type, feather, strength)

@@ -8,6 +8,7 @@ from comfy_api.latest import io
 
 from ..core import tiled_diffusion as td
 from ..core.tiling import snap
+from ..runtime.checks import checked_entry
 from ..runtime.compat import node_schema
 from ..runtime.diffusion_patch import TiledDiffusionPatch
 from ..runtime.geometry import model_geometry
@@ -27,9 +28,15 @@ METHOD_TOOLTIP = (
 INPUT_RANGES = {"tile_width": (64, 16384), "tile_height": (64, 16384), "overlap": (0, 8192)}
 
 
-def _overlap_error(overlap: int, tile_width: int, tile_height: int) -> str:
-    return (f"overlap ({overlap} px) must be smaller than the tile ({tile_width}x{tile_height} px); "
-            f"lower overlap or raise tile_width/tile_height")
+def _overlap_error(method: str, overlap: int, tile_width: int, tile_height: int) -> str | None:
+    """Why this overlap cannot be used with these tiles (in pixels), or None. shifted ignores it."""
+    if method == td.SHIFTED:
+        return None
+    try:
+        td.check_overlap(tile_height, tile_width, overlap)
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def _on_grid(name: str, value: int, grid: int) -> int:
@@ -79,30 +86,32 @@ class TiledDiffusion(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, tile_width=768, tile_height=768, overlap=128):
-        # No **kwargs: ComfyUI skips its own min/max check for every input this signature takes,
-        # and checks it for the rest; the three named here are range-checked below.
+    def validate_inputs(cls, method=td.MULTIDIFFUSION, tile_width=768, tile_height=768, overlap=128):
+        # No **kwargs: ComfyUI skips its own checks for every input this signature takes, and
+        # checks the rest; the four named here are checked below (values from links come to
+        # execute, where checked_entry holds them to the schema).
+        if isinstance(method, str) and method not in td.METHODS:
+            return f"method {method!r} is not one of {', '.join(td.METHODS)}"
         numbers = {"tile_width": tile_width, "tile_height": tile_height, "overlap": overlap}
         for name, value in numbers.items():
             low, high = INPUT_RANGES[name]
             if isinstance(value, int) and not low <= value <= high:
                 return f"{name} {value} is out of range; give {low} to {high} pixels"
-        if all(isinstance(v, int) for v in numbers.values()):
-            if overlap >= min(tile_width, tile_height):
-                return _overlap_error(overlap, tile_width, tile_height)
+        if all(isinstance(v, int) for v in numbers.values()) and isinstance(method, str):
+            return _overlap_error(method, overlap, tile_width, tile_height) or True
         return True
 
     @classmethod
+    @checked_entry
     def execute(cls, model, method, tile_width, tile_height, overlap, tile_batch_size, seed) -> io.NodeOutput:
-        if method not in td.METHODS:
-            raise ValueError(f"TiledDiffusion: method {method!r} is not one of {', '.join(td.METHODS)}")
         _, downscale, unit = model_geometry(model)
         grid = downscale * unit
         tile_w = _on_grid("tile_width", tile_width, grid)
         tile_h = _on_grid("tile_height", tile_height, grid)
         overlap_px = 0 if method == td.SHIFTED else _on_grid("overlap", overlap, grid) if overlap else 0
-        if overlap_px >= min(tile_w, tile_h):
-            raise ValueError(f"TiledDiffusion: {_overlap_error(overlap, tile_width, tile_height)}")
+        problem = _overlap_error(method, overlap_px, tile_w, tile_h)
+        if problem:
+            raise ValueError(f"TiledDiffusion: {problem}")
         patch = TiledDiffusionPatch(method, tile_h // downscale, tile_w // downscale, overlap_px // downscale,
                                     tile_batch_size, seed=seed, unit=unit)
         return io.NodeOutput(patch.install(model))

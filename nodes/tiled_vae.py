@@ -4,6 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..runtime import vae as runtime_vae
+from ..runtime.checks import checked_entry
 from ..runtime.compat import node_schema
 from ..runtime.host import CATEGORY
 
@@ -48,6 +49,7 @@ class TiledVAEDecode(io.ComfyNode):
         )
 
     @classmethod
+    @checked_entry
     def execute(cls, samples, vae, tile_size=0, mode="exact", padding=96) -> io.NodeOutput:
         return io.NodeOutput(runtime_vae.decode("TiledVAEDecode", vae, samples["samples"], tile_size=tile_size,
                                                 mode=mode, padding=padding))
@@ -83,6 +85,7 @@ class TiledVAEEncode(io.ComfyNode):
         )
 
     @classmethod
+    @checked_entry
     def execute(cls, pixels, vae, tile_size=0, mode="exact", padding=64) -> io.NodeOutput:
         return io.NodeOutput({"samples": runtime_vae.encode("TiledVAEEncode", vae, pixels, tile_size=tile_size,
                                                             mode=mode, padding=padding)})

@@ -68,6 +68,7 @@ class TiledDiffusionPatch:
             self.controls.clear()
 
     def prepare_sampling(self, executor, model, noise_shape, *args, **kwargs):
+        _check_latent(model, noise_shape)
         if len(noise_shape) == 4 and self.tiles_needed(noise_shape[2], noise_shape[3]):
             tile_shape = (noise_shape[0] * self.tile_batch_size, noise_shape[1],
                           min(self.tile_h, noise_shape[2]), min(self.tile_w, noise_shape[3]))
@@ -121,3 +122,17 @@ class TiledDiffusionPatch:
                 raise ValueError(f"TiledDiffusion: {e} (sizes in latent pixels)") from None
         base = self._layouts[key]
         return td.Layout(base.boxes, shift, base.weight, base.total)
+
+
+def _check_latent(model, shape) -> None:
+    """The latent the patched model is about to sample, checked before the first step: what would
+    otherwise fail inside the model's first convolution, said in words."""
+    latent_format = getattr(getattr(model, "model", None), "latent_format", None)
+    dimensions = getattr(latent_format, "latent_dimensions", 2)
+    if len(shape) - 2 != dimensions:
+        raise ValueError(f"TiledDiffusion: the latent has shape {tuple(shape)} ({len(shape) - 2} spatial dimensions) "
+                         f"but this model draws {dimensions}-dimensional latents; connect a latent made for this "
+                         "model (Empty Latent Image, or VAE Encode of a picture)")
+    if 0 in tuple(shape):
+        raise ValueError(f"TiledDiffusion: the latent has shape {tuple(shape)}, which holds nothing; connect a "
+                         "latent with at least one picture in its batch and a size above zero")

@@ -32,6 +32,15 @@ class StageProgress:
         self.done += steps
 
 
+SEED_SPACE = 2 ** 64  # KSampler's seeds run to 0xffffffffffffffff, which torch's generator takes
+
+
+def offset_seed(seed: int, offset: int) -> int:
+    """The seed of a later stage: seed + offset, wrapping at the top of the seed range (a seed at its
+    maximum would overflow torch's generator)."""
+    return (seed + offset) % SEED_SPACE
+
+
 def sample_stage(model, latent: dict, *, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
                  positive, negative, denoise: float, progress: StageProgress) -> torch.Tensor:
     z = latent["samples"]

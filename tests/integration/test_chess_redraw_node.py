@@ -209,5 +209,5 @@ def test_auto_vae_mode_follows_the_picture_size(nodes, unet, conds, vae, picture
     assert [(name, margin) for name, _, margin in runs] == [("run_exact", None)] * 2, \
         "a GPU holding exact mode's activations: exact at any size"
     torch.testing.assert_close(gpu_image, exact_image)
-    with pytest.raises(ValueError, match="vae_mode must be one of"):
+    with pytest.raises(ValueError, match="vae_mode is .quick.; it must be one of"):
         redraw(nodes, unet, conds, vae, picture, vae_mode="quick")
