@@ -1,8 +1,8 @@
 """The main job: the poster example workflow through a real ComfyUI server, writing an image.
 
-It starts ComfyUI with the pack, opens example_workflows/poster_progressive_chess_redraw.json (the
-workflow a user loads from the template browser), converts it to the API format as the frontend
-does, and queues it through the HTTP API:
+It starts ComfyUI with the pack, opens the poster template (example_workflows/"Poster (SD1.5) -
+2048x3072, progressive grow + chess redraw.json", the workflow a user loads from the template
+browser), converts it to the API format as the frontend does, and queues it through the HTTP API:
     CheckpointLoaderSimple (or DemoModelLoader) -> CLIPTextEncode -> ProgressiveGrowSampler
       -> ChessTileRedraw (the latent, 2x) -> TiledVAEDecode -> SaveImage
 printing progress, then writes the result to output/expanse_main.png.
@@ -29,7 +29,7 @@ import time
 
 from expanse_harness.host import ROOT
 from expanse_harness.server import AUTO, DEVICES, ComfyServer
-from expanse_harness.workflows import DEMO_WEIGHTS, EXAMPLE_DIR, Definitions, demo_settings, for_demo, ui_to_api
+from expanse_harness.workflows import DEMO_WEIGHTS, TEMPLATES, Definitions, demo_settings, for_demo, ui_to_api
 
 WORKFLOW = "poster_progressive_chess_redraw"
 
@@ -59,7 +59,7 @@ def poster_prompt(object_info: dict, checkpoint: dict | None, text: str | None, 
     """The poster workflow as the API prompt the frontend would queue, with the user's checkpoint
     (CheckpointLoaderSimple inputs) or scaled down for the demo model."""
     defs = Definitions(object_info)
-    saved = json.loads((EXAMPLE_DIR / f"{WORKFLOW}.json").read_text())
+    saved = json.loads(TEMPLATES[WORKFLOW].path.read_text())
     prompt = ui_to_api(saved, defs)
     if checkpoint is None:
         prompt = for_demo(prompt, demo_settings(WORKFLOW, defs), scale=scale)

@@ -1,14 +1,18 @@
-"""The example workflows in example_workflows/: written as UI-format JSON the way ComfyUI's
-frontend saves a workflow, each with a thumbnail drawn by the pack's demo model.
+"""The templates in example_workflows/: written as UI-format JSON the way ComfyUI's frontend saves
+a workflow, each with a thumbnail drawn from a real run on the pack's demo model, and the file
+names are the titles the template browser shows. Write them on the newest host (.venv-latest):
 
-    .venv/bin/python scripts/workflows.py                  # start a server, write every JSON and .jpg
-    .venv/bin/python scripts/workflows.py --only tiled_diffusion_panorama
-    .venv/bin/python scripts/workflows.py --no-thumbnails --object-info object_info.json
-    .venv/bin/python scripts/workflows.py --url http://127.0.0.1:8188   # use a running server
-    .venv/bin/python scripts/workflows.py --threads 0   # the server with torch's own thread count (default 1)
+    .venv-latest/bin/python scripts/workflows.py                  # start a server, write every JSON and .jpg
+    .venv-latest/bin/python scripts/workflows.py --only tiled_diffusion_panorama tiled_diffusion_demo
+    .venv-latest/bin/python scripts/workflows.py --no-thumbnails --object-info object_info.json
+    .venv-latest/bin/python scripts/workflows.py --url http://127.0.0.1:8188   # use a running server
+    .venv-latest/bin/python scripts/workflows.py --threads 0   # the server with torch's own thread count (default 1)
+    .venv-latest/bin/python scripts/workflows.py --list        # the templates' ids and titles
 
-The workflows, the save format, the conversion to the API prompt and the demo-model runs live in
-harness/expanse_harness/workflows/ (its __init__ lists a module per job); this is their command line.
+Files of templates that no longer exist (a renamed title) are removed when every template is
+written. The workflows, the save format, the conversion to the API prompt, the demo-model runs and
+the thumbnails live in harness/expanse_harness/workflows/ (its __init__ lists a module per job);
+this is their command line.
 """
 from __future__ import annotations
 
@@ -21,12 +25,14 @@ import time
 
 from expanse_harness.host import ROOT
 from expanse_harness.server import ComfyServer
-from expanse_harness.workflows import EXAMPLE_DIR, WORKFLOWS, Definitions, thumbnail, write_json
+from expanse_harness.workflows import EXAMPLE_DIR, TEMPLATES, Definitions, thumbnail, write_json
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", nargs="*", choices=sorted(WORKFLOWS), help="these workflows only")
+    parser.add_argument("--only", nargs="*", choices=list(TEMPLATES), metavar="ID",
+                        help="these templates only (ids: see --list)")
+    parser.add_argument("--list", action="store_true", help="print each template's id and title, and exit")
     parser.add_argument("--no-thumbnails", action="store_true", help="write the JSON files only")
     parser.add_argument("--object-info", type=pathlib.Path, help="node definitions from a saved /object_info")
     parser.add_argument("--save-object-info", type=pathlib.Path, help="save the server's /object_info here")
@@ -37,7 +43,11 @@ def main(argv=None) -> int:
                              "One thread is fast enough for these small runs, many times faster on a machine busy "
                              "with other jobs, and keeps the thumbnails the same from machine to machine")
     args = parser.parse_args(argv)
-    names = args.only or list(WORKFLOWS)
+    if args.list:
+        for template in TEMPLATES.values():
+            print(f"{template.id:34} {template.title}")
+        return 0
+    names = args.only or list(TEMPLATES)
     args.out.mkdir(parents=True, exist_ok=True)
 
     server = None
@@ -55,13 +65,21 @@ def main(argv=None) -> int:
             args.save_object_info.write_text(json.dumps(object_info))
         defs = Definitions(object_info)
         for name in names:
-            workflow = WORKFLOWS[name](defs).to_ui()
-            write_json(args.out / f"{name}.json", workflow)
-            print(f"wrote {args.out / (name + '.json')} ({len(workflow['nodes'])} nodes)", flush=True)
+            template = TEMPLATES[name]
+            workflow = template.build(defs).to_ui()
+            path = args.out / f"{template.title}.json"
+            write_json(path, workflow)
+            print(f"wrote {path} ({len(workflow['nodes'])} nodes)", flush=True)
             if not args.no_thumbnails:
                 started = time.monotonic()
-                (args.out / f"{name}.jpg").write_bytes(thumbnail(server, name, workflow, defs))
-                print(f"  thumbnail {name}.jpg in {time.monotonic() - started:.0f} s", flush=True)
+                path.with_suffix(".jpg").write_bytes(thumbnail(server, name, workflow, defs))
+                print(f"  thumbnail in {time.monotonic() - started:.0f} s", flush=True)
+        if not args.only:  # every template written: files of old titles go
+            titles = {t.title for t in TEMPLATES.values()}
+            for stale in sorted(p for p in args.out.iterdir() if p.suffix in (".json", ".jpg")):
+                if stale.stem not in titles:
+                    stale.unlink()
+                    print(f"removed {stale} (no template has this title)", flush=True)
     finally:
         if server is not None and server.proc is not None:
             server.stop()

@@ -8,6 +8,7 @@ import json
 import pathlib
 import threading
 import time
+import urllib.parse
 import uuid
 
 import numpy as np
@@ -19,12 +20,21 @@ from expanse_harness import workflows as wf
 from expanse_harness.host import ROOT, comfy_dir
 
 WORKFLOW_DIR = ROOT / "example_workflows"
-WORKFLOW_FILES = sorted(WORKFLOW_DIR.glob("*.json"))
+WORKFLOW_FILES = sorted(WORKFLOW_DIR.glob("*.json"))  # named by their titles (examples.TEMPLATES)
 FRONTEND_NODES = {"Note", "MarkdownNote", "PrimitiveNode", "Reroute"}  # the frontend's own, never queued
 CORE_MODULES = ("nodes", "comfy_extras.", "comfy_api_nodes.")
 TEST_SIDE = 128  # the largest canvas of a test run, in pixels
 TEST_STEPS = 2
 DEMO = {"class_type": "ExpanseDemoModelLoader", "inputs": {"weights": wf.DEMO_WEIGHTS}}
+
+
+def template_id(path: pathlib.Path) -> str:
+    """The id of a workflow file's template (examples.TEMPLATES), for test ids and DEMO_RUNS; a file
+    no template writes keeps its name (the first test below fails on it)."""
+    try:
+        return wf.template_for(path).id
+    except KeyError:
+        return path.stem
 
 
 def pack_folder() -> str:
@@ -64,7 +74,7 @@ def error_text(entry: dict) -> str:
 # --- the workflow files -------------------------------------------------------------------------
 
 def test_there_is_a_workflow_for_every_example_and_each_has_a_thumbnail():
-    assert {p.stem for p in WORKFLOW_FILES} == set(wf.WORKFLOWS)
+    assert {p.stem for p in WORKFLOW_FILES} == {t.title for t in wf.TEMPLATES.values()}
     for path in WORKFLOW_FILES:
         thumb = path.with_suffix(".jpg")
         assert thumb.exists(), f"{thumb.name} is missing: run scripts/workflows.py"
@@ -77,13 +87,13 @@ def test_every_workflow_is_listed_by_the_template_browser(server):
     folder = pack_folder()
     assert sorted(templates.get(folder, [])) == sorted(p.stem for p in WORKFLOW_FILES), templates.get(folder)
     # The frontend fetches the workflow and its thumbnail from here.
-    for path in WORKFLOW_FILES:
-        assert server.get(f"/api/workflow_templates/{folder}/{path.name}") == load(path)
-        status, body = server.request("GET", f"/api/workflow_templates/{folder}/{path.stem}.jpg")
+    for path in WORKFLOW_FILES:  # file names with spaces and brackets: quoted as a browser quotes them
+        assert server.get(urllib.parse.quote(f"/api/workflow_templates/{folder}/{path.name}")) == load(path)
+        status, body = server.request("GET", urllib.parse.quote(f"/api/workflow_templates/{folder}/{path.stem}.jpg"))
         assert status == 200 and body[:3] == b"\xff\xd8\xff"
 
 
-@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=template_id)
 def test_workflow_nodes_exist_and_come_from_comfyui_or_this_pack(path, object_info):
     ours = f"custom_nodes.{pack_folder()}"
     for node in load(path)["nodes"]:
@@ -94,7 +104,7 @@ def test_workflow_nodes_exist_and_come_from_comfyui_or_this_pack(path, object_in
         assert module == ours or module.startswith(CORE_MODULES), f"{node['type']} comes from {module}"
 
 
-@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=template_id)
 def test_workflow_is_in_the_frontends_save_format(path, defs):
     ui = load(path)
     assert ui["version"] == 0.4 and {"groups", "config", "extra"} <= set(ui)
@@ -116,8 +126,18 @@ def test_workflow_is_in_the_frontends_save_format(path, defs):
         assert [i["name"] for i in node["inputs"]] == [i["name"] for i in definition.inputs]
         for slot, entry in zip(node["inputs"], definition.inputs):
             assert ("widget" in slot) == entry["widget"], (node["type"], slot)
+    # A checkpoint template loads SD1.5 or SDXL and carries its download; a demo template loads the
+    # demo model and nothing to download.
     loaders = [n for n in ui["nodes"] if n["type"] == "CheckpointLoaderSimple"]
-    assert loaders and all(n["widgets_values"][0] in (wf.SD15, wf.SDXL) for n in loaders)
+    demo = [n for n in ui["nodes"] if n["type"] == "ExpanseDemoModelLoader"]
+    if wf.template_for(path).demo:
+        assert demo and not loaders and all(n["widgets_values"][0] == wf.DEMO_WEIGHTS for n in demo)
+    else:
+        assert loaders and not demo and all(n["widgets_values"][0] in (wf.SD15, wf.SDXL) for n in loaders)
+        for node in loaders:
+            name = node["widgets_values"][0]
+            assert node["properties"]["models"] == [{"name": name, "url": wf.MODEL_URLS[name],
+                                                     "directory": "checkpoints"}]
 
 
 def as_this_host_declares(ui: dict, defs) -> dict:
@@ -133,17 +153,17 @@ def as_this_host_declares(ui: dict, defs) -> dict:
     return ui
 
 
-@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=template_id)
 def test_workflow_file_is_what_the_generator_writes(path, defs):
     """The files are generated: a node whose inputs changed shows up here (the frontend reads
     widgets_values by position, so a stale file would load with its values shifted)."""
     committed = load(path)
-    assert wf.WORKFLOWS[path.stem](defs).to_ui() == as_this_host_declares(committed, defs), \
+    assert wf.WORKFLOWS[template_id(path)](defs).to_ui() == as_this_host_declares(committed, defs), \
         "run scripts/workflows.py on the newest host (.venv-latest/bin/python)"
 
 
 def test_ui_to_api_follows_the_frontend(defs):
-    ui = load(WORKFLOW_DIR / "tiled_diffusion_panorama.json")
+    ui = load(wf.TEMPLATES["tiled_diffusion_panorama"].path)
     api = wf.ui_to_api(ui, defs)
     assert not any(n["class_type"] == "Note" for n in api.values())
     sampler = next(n for n in api.values() if n["class_type"] == "KSampler")
@@ -156,7 +176,7 @@ def test_ui_to_api_follows_the_frontend(defs):
 
 
 def test_scale_for_the_demo_model(defs):
-    ui = load(WORKFLOW_DIR / "tiled_diffusion_panorama.json")
+    ui = load(wf.TEMPLATES["tiled_diffusion_panorama"].path)
     demo = wf.demo_settings("tiled_diffusion_panorama", defs)
     api = wf.for_demo(wf.ui_to_api(ui, defs), demo, scale=4, steps=3)
     kinds = {n["class_type"]: n["inputs"] for n in api.values()}
@@ -178,13 +198,14 @@ def run_scale(ui: dict, demo: dict) -> float:
     return max(sides) / TEST_SIDE
 
 
-@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=template_id)
 def test_workflow_runs_with_the_demo_model(path, server, defs):
     ui = load(path)
-    demo = wf.demo_settings(path.stem, defs)
+    demo = wf.demo_settings(template_id(path), defs)
     scale = run_scale(ui, demo)
     wf.upload_demo_images(server, demo, scale=scale, steps=TEST_STEPS)
-    prompt = wf.for_demo(wf.ui_to_api(ui, defs), demo, scale=scale, steps=TEST_STEPS, prefix=f"e2e_{path.stem}")
+    prompt = wf.for_demo(wf.ui_to_api(ui, defs), demo, scale=scale, steps=TEST_STEPS,
+                         prefix=f"e2e_{template_id(path)}")
     entry = finish(server, prompt)
     result = picture(server, entry)
     assert result.ndim == 3 and min(result.shape[:2]) >= 32

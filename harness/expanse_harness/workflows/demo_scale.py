@@ -52,12 +52,13 @@ def for_demo(prompt: dict, demo: dict, *, scale: float | None = None, steps: int
              prefix: str | None = None) -> dict:
     """A copy of an API prompt that runs with the demo model on a CPU: every checkpoint loader
     becomes DemoModelLoader (same MODEL, CLIP, VAE outputs), each CLIPTextEncode gets the demo
-    prompt of its title ("" if none: negatives), pixel sizes, tiles and canvases are divided by
-    scale (default demo["scale"]) and sampling steps capped at steps (default demo["steps"]).
+    prompt of its title ("" if none: negatives; every text kept where demo has no "prompts", as
+    for the demo templates), pixel sizes, tiles and canvases are divided by scale (default
+    demo["scale"]) and sampling steps capped at steps (default demo["steps"]).
     demo: an example's settings (examples.demo_settings), with the inputs scaled_inputs finds."""
     scale = demo.get("scale", 1) if scale is None else scale
     steps = demo.get("steps") if steps is None else steps
-    prompts = demo.get("prompts", {})
+    prompts = demo.get("prompts")
     pixel_inputs, step_inputs = demo["pixel_inputs"], demo["step_inputs"]
     out = json.loads(json.dumps(prompt))
     for node in out.values():
@@ -65,7 +66,7 @@ def for_demo(prompt: dict, demo: dict, *, scale: float | None = None, steps: int
         if kind in LOADERS:
             node["class_type"], node["inputs"] = "ExpanseDemoModelLoader", {"weights": DEMO_WEIGHTS}
             continue
-        if kind == "CLIPTextEncode" and not isinstance(inputs.get("text"), list):
+        if kind == "CLIPTextEncode" and prompts is not None and not isinstance(inputs.get("text"), list):
             inputs["text"] = prompts.get(node.get("_meta", {}).get("title"), "")
         for name, value in list(inputs.items()):
             if isinstance(value, list):

@@ -133,8 +133,10 @@ class Out:
 
 
 class Node:
-    def __init__(self, graph: "Graph", node_id: int, type_: str, title: str | None, inputs: dict):
+    def __init__(self, graph: "Graph", node_id: int, type_: str, title: str | None, inputs: dict,
+                 properties: dict | None = None):
         self.graph, self.id, self.type, self.title, self.inputs = graph, node_id, type_, title, inputs
+        self.properties = properties or {}  # written after "Node name for S&R" (e.g. models)
 
     def __getitem__(self, key) -> Out:
         return Out(self, self.graph.defs[self.type].output_index(key))
@@ -153,14 +155,16 @@ class Graph:
         node_id, self._next_id = self._next_id, self._next_id + 1
         return node_id
 
-    def add(self, type_: str, title: str | None = None, **inputs) -> Node:
+    def add(self, type_: str, title: str | None = None, *, properties: dict | None = None, **inputs) -> Node:
+        """A node of type_ with these inputs (values, or other nodes' outputs); `properties` go
+        into its saved properties (a loader's `models`: what the frontend offers to download)."""
         definition = self.defs[type_]
         for name in inputs:
             definition.input(name)  # fails early on a misspelt input
         for entry in definition.inputs:
             if not entry["widget"] and not entry["optional"] and entry["name"] not in inputs:
                 raise ValueError(f"{self.name}: {type_} needs its {entry['name']} input connected")
-        node = Node(self, self._id(), type_, title, inputs)
+        node = Node(self, self._id(), type_, title, inputs, properties)
         self.nodes.append(node)
         return node
 
@@ -215,7 +219,7 @@ class Graph:
                      "flags": {}, "order": order[node.id], "mode": 0, "inputs": inputs, "outputs": outputs}
             if node.title:
                 entry["title"] = node.title
-            entry["properties"] = {"Node name for S&R": node.type}
+            entry["properties"] = {"Node name for S&R": node.type, **node.properties}
             entry["widgets_values"] = values
             ui_nodes.append(entry)
         for note_id, title, text, _ in self.notes:
