@@ -222,6 +222,7 @@ def test_demo_template_runs_from_the_browser(template, page, server):
     assert "ExpanseDemoModelLoader" in types and "CheckpointLoaderSimple" not in types
 
     before = history_ids(server)
+    log_start = len(server.log_text())
     started = time.monotonic()
     run = page.locator('[data-testid="queue-button"]').first  # the Run button (1.32.9: a split button)
     if run.evaluate("(el) => el.tagName") != "BUTTON":
@@ -247,6 +248,9 @@ def test_demo_template_runs_from_the_browser(template, page, server):
     query = urllib.parse.urlencode({k: saved[0][k] for k in ("filename", "subfolder", "type")})
     picture = Image.open(io.BytesIO(server.get(f"/view?{query}")))
     assert min(picture.size) >= 64
+    if "ExpanseChessTileRedraw" in queued and "ExpanseProgressiveGrowSampler" in queued:  # the poster
+        decodes = [line for line in server.log_text()[log_start:].splitlines() if ": decoding " in line]
+        assert len(decodes) == 1 and "TiledVAEDecode" in decodes[0], decodes  # the redraw skipped its own
 
 
 @pytest.mark.parametrize("template", CHECKPOINTED, ids=lambda t: t.id)
