@@ -60,7 +60,10 @@ def frontend_page(server, width: int, height: int, setup_js: str, vue_nodes: boo
     Nodes 2.0 on (else the classic canvas, whatever an earlier page of the session chose; the
     settings live on the server). Pages may be open side by side, each in a browser of its own."""
     # A fresh user directory would greet us with the template browser over the graph.
-    status, _ = server.post_json("/settings", {"Comfy.TutorialCompleted": True, VUE_NODES: vue_nodes})
+    # The right side panel (1.49.6) stays open across pages once a test opened it (a node's help),
+    # and covers the canvas's right part: every page starts with it closed.
+    status, _ = server.post_json("/settings", {"Comfy.TutorialCompleted": True, VUE_NODES: vue_nodes,
+                                               "Comfy.RightSidePanel.IsOpen": False})
     assert status == 200
     problems = []
     with _playwright() as p:
