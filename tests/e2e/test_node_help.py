@@ -158,7 +158,9 @@ JS_HELP_HEADING = """(heading) => [...document.querySelectorAll(".node-help-cont
 def select_with_the_mouse(page, point) -> None:
     """Clicks the node's title until the canvas has it selected (a page's first click on the canvas
     can go to focusing it)."""
-    for _ in range(3):
+    for attempt in range(6):  # a busy machine can lose more than the first click
+        if attempt:
+            page.wait_for_timeout(500)
         page.mouse.move(point[0] - 5, point[1])
         page.mouse.click(*point)
         try:
