@@ -203,6 +203,15 @@ JS_RESULT_NAMES = """() => [...document.querySelectorAll(
 
 
 def search(page, text: str, wanted: str) -> list[str]:
+    """_search_once, tried again when the list comes back without `wanted` (on a busy machine the
+    box can lose the typing, and the list stays empty)."""
+    results = _search_once(page, text, wanted)
+    if wanted not in results:
+        results = _search_once(page, text, wanted)
+    return results
+
+
+def _search_once(page, text: str, wanted: str) -> list[str]:
     """Double-click the empty canvas, type text into the node search box; the results' texts once
     they list `wanted` or have settled (the box debounces typing; for some words 1.49.6 keeps
     re-rendering its list, which never settles)."""
