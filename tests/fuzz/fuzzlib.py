@@ -735,3 +735,24 @@ def check(runner: Runner, case: Case) -> None:
                     "expect": case.expect, "outcome": outcome.kind, "seconds": round(outcome.seconds, 2),
                     "passed": problem is None, "problem": problem, "answer": outcome.summary(), "why": case.why})
     assert problem is None, problem
+
+
+def table_tests(table: "Table") -> tuple[Callable, Callable, Callable]:
+    """The three tests every node's module runs on its table, to be bound to test_ names there:
+    the table follows /object_info, each case behaves, and the good prompt still draws the same."""
+    import pytest
+
+    cases = table.cases()
+
+    def test_the_table_follows_the_nodes_inputs(object_info):
+        assert not table.schema_problems(object_info)
+
+    @pytest.mark.parametrize("case", cases, ids=[c.id for c in cases])
+    def test_hostile_value(runner, case):
+        check(runner, case)
+
+    def test_the_server_still_draws_the_good_prompt(runner, good_picture):
+        assert np.array_equal(runner.picture(table.build()), good_picture)
+
+    return (test_the_table_follows_the_nodes_inputs, test_hostile_value,
+            test_the_server_still_draws_the_good_prompt)

@@ -4,10 +4,8 @@ The issue's cases: a negative tile_width through a link (hung), tile_batch_size 
 ("range() arg 3 must not be zero"), a negative padding ("cannot reshape tensor of 0 elements"),
 NaN upscale_by / denoise / seam_fix_denoise ("cannot convert float NaN to integer"), a 5-D latent
 ("x must be a 4-D latent", naming neither node nor input)."""
-import numpy as np
-import pytest
 
-from fuzzlib import FINISH, REFUSE, Combo, Named, Num, Table, Tensor, check, chess_prompt
+from fuzzlib import FINISH, REFUSE, Combo, Named, Num, Table, table_tests, Tensor, chess_prompt
 
 U64 = 2 ** 64 - 1
 SEAMS = {"seam_fix": "band"}  # the seam-fix inputs are read only with a seam fix on
@@ -66,17 +64,5 @@ TABLE = Table("ExpanseChessTileRedraw", "chess", chess_prompt, [
           why="a tile larger than the whole picture: a clear error or one tile"),
 ], unchecked={"model": "MODEL", "positive": "CONDITIONING", "negative": "CONDITIONING", "vae": "VAE",
               "upscale_model": "UPSCALE_MODEL (no model file here)"})
-CASES = TABLE.cases()
-
-
-def test_the_table_follows_the_nodes_inputs(object_info):
-    assert not TABLE.schema_problems(object_info)
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_hostile_value(runner, case):
-    check(runner, case)
-
-
-def test_the_server_still_draws_the_good_prompt(runner, good_picture):
-    assert np.array_equal(runner.picture(TABLE.build()), good_picture)
+test_the_table_follows_the_nodes_inputs, test_hostile_value, test_the_server_still_draws_the_good_prompt = \
+    table_tests(TABLE)

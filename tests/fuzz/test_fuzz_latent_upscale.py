@@ -1,9 +1,7 @@
 """LatentUpscaleAdvanced against hostile values and latents, by widget and through links, on the
 real server: a 64 px picture's latent resized (1.5x by default) and decoded."""
-import numpy as np
-import pytest
 
-from fuzzlib import FINISH, Combo, Named, Num, Table, Tensor, check, upscale_prompt
+from fuzzlib import FINISH, Combo, Named, Num, Table, table_tests, Tensor, upscale_prompt
 
 BY_SIZE = {"scale_by": 0.0}  # width and height are read when scale_by is 0
 
@@ -24,17 +22,5 @@ TABLE = Table("ExpanseLatentUpscaleAdvanced", "upscale", upscale_prompt, [
     Tensor("samples", "LATENT", expect={"sd3_16ch": FINISH, "video_5d": FINISH}),
     Named("vae", "pixel_space", through_pixels, FINISH, why="resized through pixel space with the tiled VAE"),
 ], unchecked={"antialias": "BOOLEAN (any widget value is bool()-converted by ComfyUI)", "vae": "VAE"})
-CASES = TABLE.cases()
-
-
-def test_the_table_follows_the_nodes_inputs(object_info):
-    assert not TABLE.schema_problems(object_info)
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_hostile_value(runner, case):
-    check(runner, case)
-
-
-def test_the_server_still_draws_the_good_prompt(runner, good_picture):
-    assert np.array_equal(runner.picture(TABLE.build()), good_picture)
+test_the_table_follows_the_nodes_inputs, test_hostile_value, test_the_server_still_draws_the_good_prompt = \
+    table_tests(TABLE)

@@ -3,10 +3,8 @@ real server: two stages (32 then 64 px), one step each.
 
 The issue's cases: NaN cfg and NaN stage_noise travelled on and were reported much later by
 TiledVAEDecode; an empty latent."""
-import numpy as np
-import pytest
 
-from fuzzlib import FINISH, Combo, Num, Table, Tensor, check, grow_prompt
+from fuzzlib import FINISH, Combo, Num, Table, table_tests, Tensor, grow_prompt
 
 U64 = 2 ** 64 - 1
 
@@ -30,17 +28,5 @@ TABLE = Table("ExpanseProgressiveGrowSampler", "sample", grow_prompt, [
     Tensor("latent_image", "LATENT", expect={"sd3_16ch": FINISH}),
 ], unchecked={"model": "MODEL", "positive": "CONDITIONING", "negative": "CONDITIONING", "vae": "VAE",
               "refine": "BOOLEAN (any widget value is bool()-converted by ComfyUI)"})
-CASES = TABLE.cases()
-
-
-def test_the_table_follows_the_nodes_inputs(object_info):
-    assert not TABLE.schema_problems(object_info)
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_hostile_value(runner, case):
-    check(runner, case)
-
-
-def test_the_server_still_draws_the_good_prompt(runner, good_picture):
-    assert np.array_equal(runner.picture(TABLE.build()), good_picture)
+test_the_table_follows_the_nodes_inputs, test_hostile_value, test_the_server_still_draws_the_good_prompt = \
+    table_tests(TABLE)

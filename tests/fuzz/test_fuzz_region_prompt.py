@@ -4,10 +4,8 @@ a foreground region on the right half of a 128x64 canvas, sampled through TiledD
 The issue's cases: a NaN strength sampled through TiledDiffusion hung; NaN x / width reached
 int() ("cannot convert float NaN to integer"); a region a few pixels wide made KSampler fail inside
 a convolution ("Kernel size can't be greater than actual input size")."""
-import numpy as np
-import pytest
 
-from fuzzlib import FINISH, Combo, Named, Num, Table, Tensor, check, region_prompt
+from fuzzlib import FINISH, Combo, Named, Num, Table, table_tests, Tensor, region_prompt
 
 
 def untiled(**region):
@@ -37,17 +35,5 @@ TABLE = Table("ExpanseRegionPrompt", "region", region_prompt, [
           why="a region 2 px high through a plain KSampler"),
     Named("strength", "nan_untiled", untiled(strength=float("nan")), "refuse"),
 ], unchecked={"conditioning": "CONDITIONING", "region_conditioning": "CONDITIONING"})
-CASES = TABLE.cases()
-
-
-def test_the_table_follows_the_nodes_inputs(object_info):
-    assert not TABLE.schema_problems(object_info)
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_hostile_value(runner, case):
-    check(runner, case)
-
-
-def test_the_server_still_draws_the_good_prompt(runner, good_picture):
-    assert np.array_equal(runner.picture(TABLE.build()), good_picture)
+test_the_table_follows_the_nodes_inputs, test_hostile_value, test_the_server_still_draws_the_good_prompt = \
+    table_tests(TABLE)

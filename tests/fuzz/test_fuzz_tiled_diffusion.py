@@ -3,10 +3,8 @@ patched model samples a 128x64 canvas (three 64 px tiles) with KSampler.
 
 The issue's case: 64 px tiles with 56 px overlap on a 512 px canvas (thousands of tiles, no bound)
 must be refused quickly, not run."""
-import numpy as np
-import pytest
 
-from fuzzlib import (FINISH, REFUSE, Combo, Named, Num, Table, check, empty_latent, hostile_tensors, set_link,
+from fuzzlib import (FINISH, REFUSE, Combo, Named, Num, Table, table_tests, empty_latent, hostile_tensors, set_link,
                      tiled_prompt)
 
 U64 = 2 ** 64 - 1
@@ -67,17 +65,5 @@ TABLE = Table("ExpanseTiledDiffusion", "tiled", tiled_prompt, [
             why=f"KSampler samples {why} through the patched model: success or a clear error")
       for label, (_, _, why) in hostile_tensors("LATENT").items()],
 ], unchecked={"model": "MODEL"})
-CASES = TABLE.cases()
-
-
-def test_the_table_follows_the_nodes_inputs(object_info):
-    assert not TABLE.schema_problems(object_info)
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_hostile_value(runner, case):
-    check(runner, case)
-
-
-def test_the_server_still_draws_the_good_prompt(runner, good_picture):
-    assert np.array_equal(runner.picture(TABLE.build()), good_picture)
+test_the_table_follows_the_nodes_inputs, test_hostile_value, test_the_server_still_draws_the_good_prompt = \
+    table_tests(TABLE)

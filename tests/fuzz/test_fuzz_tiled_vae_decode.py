@@ -1,9 +1,7 @@
 """TiledVAEDecode against hostile values and latents, by widget and through links, on the real
 server: a 128x64 picture decoded in 64 px tiles."""
-import numpy as np
-import pytest
 
-from fuzzlib import REFUSE, Combo, Num, Table, Tensor, check, decode_prompt
+from fuzzlib import REFUSE, Combo, Num, Table, table_tests, Tensor, decode_prompt
 
 TABLE = Table("ExpanseTiledVAEDecode", "decode", decode_prompt, [
     # 0 picks the tile; 8 px is one latent pixel a tile (a bounded tile count, or a clear refusal); 36 is off the grid
@@ -12,17 +10,5 @@ TABLE = Table("ExpanseTiledVAEDecode", "decode", decode_prompt, [
     Num("padding", "INT", 0, 1024, 8, ok=(12, 1024), settings={"mode": "fast"}),  # read by fast and local_attention
     Tensor("samples", "LATENT", expect={"sd3_16ch": REFUSE}),
 ], unchecked={"vae": "VAE"})
-CASES = TABLE.cases()
-
-
-def test_the_table_follows_the_nodes_inputs(object_info):
-    assert not TABLE.schema_problems(object_info)
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_hostile_value(runner, case):
-    check(runner, case)
-
-
-def test_the_server_still_draws_the_good_prompt(runner, good_picture):
-    assert np.array_equal(runner.picture(TABLE.build()), good_picture)
+test_the_table_follows_the_nodes_inputs, test_hostile_value, test_the_server_still_draws_the_good_prompt = \
+    table_tests(TABLE)
