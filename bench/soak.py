@@ -44,20 +44,9 @@ LONG_KINDS = ["chess_long", "tiled_long", "grow_long"]
 # --- the prompts -----------------------------------------------------------------------------------
 
 def base(width: int, height: int, seed: int, steps: int = 2) -> dict:
-    return {
-        "model": DEMO,
-        "positive": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["model", 1], "text": TEXT}},
-        "negative": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["model", 1], "text": ""}},
-        "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": 1}},
-        "sample": {"class_type": "KSampler",
-                   "inputs": {"model": ["model", 0], "positive": ["positive", 0], "negative": ["negative", 0],
-                              "latent_image": ["latent", 0], "seed": seed, "steps": steps, "cfg": 5.0,
-                              "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
-        "decode": {"class_type": "ExpanseTiledVAEDecode",
-                   "inputs": {"samples": ["sample", 0], "vae": ["model", 2], "tile_size": 64, "mode": "exact",
-                              "padding": 96}},
-        "save": {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": "soak"}},
-    }
+    from expanse_harness.workflows import text_to_image_prompt  # the harness is importable once re-run in a venv
+
+    return text_to_image_prompt(DEMO, TEXT, width, height, steps=steps, seed=seed, tile=64, prefix="soak")
 
 
 def tiled(prompt: dict, tile: int, overlap: int, method: str, seed: int) -> dict:
