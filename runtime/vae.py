@@ -202,11 +202,37 @@ def _compiled(node: str, vae, which: str) -> Program | None:
         return None
 
 
-def decode(node: str, vae, z: torch.Tensor, *, tile_size: int = 0, mode: str = "exact",
-           padding: int | None = 96) -> torch.Tensor:
-    """An image latent decoded tile by tile into an IMAGE (batch, height, width, RGB). mode is one
-    of MODES, or AUTO for the settings auto picks for the picture's size (tile_size and padding
-    then ignored). `node` names the caller in messages."""
+# The old path (decode) builds the whole float32 IMAGE in memory; it refuses a picture that would
+# take more than this share of the free memory where the IMAGE lives, instead of running out of it.
+IMAGE_MAX_FREE_SHARE = 0.8
+
+
+def decoded_size(vae, z: torch.Tensor) -> tuple[int, int]:
+    """(height, width) in pixels of the picture a latent decodes to."""
+    ratio = vae.spacial_compression_decode()
+    return z.shape[-2] * ratio, z.shape[-1] * ratio
+
+
+def _amount(size: float) -> str:
+    return f"{size / 1e9:.1f} GB" if size >= 1e8 else f"{size / 1e6:.1f} MB"
+
+
+def check_image_fits(node: str, batch: int, height: int, width: int, channels: int = 3) -> None:
+    """Refuses, with a message naming the node and the size, an IMAGE of this size that would not
+    fit in the free memory of the device ComfyUI keeps images on (RAM unless told otherwise)."""
+    device = mm.intermediate_device()
+    need = batch * height * width * channels * 4
+    free = mm.get_free_memory(device)
+    if need > IMAGE_MAX_FREE_SHARE * free:
+        where = "RAM" if device.type == "cpu" else f"{device} memory"
+        items = f"{batch} pictures of " if batch > 1 else ""
+        raise MemoryError(f"{node}: the decoded image ({items}{width}x{height} px) would take {_amount(need)} "
+                          f"as a float32 IMAGE, and {_amount(free)} of {where} is free; save the latent with "
+                          "Save Large Image (Expanse), which decodes it tile by tile straight into a tiled file "
+                          "without holding the picture, or decode a smaller latent")
+
+
+def check_latent(node: str, vae, z: torch.Tensor) -> None:
     vae.throw_exception_if_invalid()
     _check_batch(node, "samples", z, "latent")
     if z.ndim != 4:
@@ -215,22 +241,54 @@ def decode(node: str, vae, z: torch.Tensor, *, tile_size: int = 0, mode: str = "
     if z.shape[1] != vae.latent_channels:
         raise ValueError(f"{node}: samples has {z.shape[1]} channels but this VAE takes {vae.latent_channels}; "
                          "connect the VAE that belongs to the model the latent came from")
-    ratio = vae.spacial_compression_decode()
-    mode, tile_size, padding = _settings(vae, "decoder", z.shape[-2] * ratio, z.shape[-1] * ratio, mode, tile_size,
-                                         padding, 96)
-    log.info("%s: decoding %dx%d px (%s)", node, z.shape[-1] * ratio, z.shape[-2] * ratio, mode)
+
+
+def decode_tiles(node: str, vae, z: torch.Tensor, sink, *, tile_size: int = 0, mode: str = "exact",
+                 padding: int | None = 96) -> None:
+    """An image latent decoded tile by tile, each finished tile handed to sink(b, box, pixels):
+    sample index, its Box on the picture (decoded_size) and its pixels, float32 (h, w, RGB) in
+    0..1 on the intermediate device. Samples come one after another, each one's tiles in rows,
+    top to bottom and left to right; nothing holds the whole picture (except for a VAE the tiled
+    path does not understand: ComfyUI's tiled decode then makes it whole, and hands it over as
+    one tile per sample). mode, tile_size, padding as in decode."""
+    check_latent(node, vae, z)
+    height, width = decoded_size(vae, z)
+    mode, tile_size, padding = _settings(vae, "decoder", height, width, mode, tile_size, padding, 96)
+    log.info("%s: decoding %dx%d px (%s)", node, width, height, mode)
     program = _compiled(node, vae, "decoder")
     if program is None:
-        return comfy_tiled_decode(vae, z, tile_size or 512, padding)
+        check_image_fits(node, z.shape[0], height, width)
+        image = comfy_tiled_decode(vae, z, tile_size or 512, padding)
+        for b in range(image.shape[0]):
+            sink(b, Box(0, image.shape[1], 0, image.shape[2]), image[b])
+        return
     tile = _resolve_tile(node, program, tile_size, vae, z.shape[-2:], mode)
-    height, width = program.out_size(z.shape[-2], z.shape[-1])
-    image = torch.empty(z.shape[0], height, width, program.out_channels, device=mm.intermediate_device())
+    device = mm.intermediate_device()
 
     def write(b: int, box: Box, tile_out: torch.Tensor) -> None:
-        pixels = vae.process_output(tile_out.float()).movedim(0, -1)
-        image[b, box.y0:box.y1, box.x0:box.x1] = pixels.to(image.device)
+        sink(b, box, vae.process_output(tile_out.float()).movedim(0, -1).to(device))
 
     _run(node, program, z, write, vae=vae, tile=tile, mode=mode, padding=padding)
+
+
+def decode(node: str, vae, z: torch.Tensor, *, tile_size: int = 0, mode: str = "exact",
+           padding: int | None = 96) -> torch.Tensor:
+    """An image latent decoded tile by tile into an IMAGE (batch, height, width, RGB). mode is one
+    of MODES, or AUTO for the settings auto picks for the picture's size (tile_size and padding
+    then ignored). `node` names the caller in messages. A picture whose IMAGE would not fit in
+    free memory is refused (check_image_fits): Save Large Image streams it to a file instead."""
+    check_latent(node, vae, z)
+    height, width = decoded_size(vae, z)
+    check_image_fits(node, z.shape[0], height, width)
+    image = None
+
+    def write(b: int, box: Box, pixels: torch.Tensor) -> None:
+        nonlocal image
+        if image is None:
+            image = torch.empty(z.shape[0], height, width, pixels.shape[-1], device=mm.intermediate_device())
+        image[b, box.y0:box.y1, box.x0:box.x1] = pixels
+
+    decode_tiles(node, vae, z, write, tile_size=tile_size, mode=mode, padding=padding)
     return image
 
 
