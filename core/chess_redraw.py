@@ -76,6 +76,19 @@ def _profile(lo: int, hi: int, start: int, end: int, full: int, feather: int, in
     return torch.where(outside == 0, torch.ones_like(pos), (1 - (outside + 0.5) / (feather + 1)).clamp(0, 1))
 
 
+class _SharedMasks:
+    """Equal masks as one tensor: interior tiles all have the same mask, so a canvas of any size
+    keeps a handful (its edges and corners) instead of one per tile, which at gigapixel sizes would
+    add up to a third of the latent canvas itself."""
+
+    def __init__(self):
+        self._seen: dict[tuple, torch.Tensor] = {}
+
+    def __call__(self, mask: torch.Tensor) -> torch.Tensor:
+        key = (tuple(mask.shape), hashlib.blake2b(mask.numpy().tobytes(), digest_size=16).digest())
+        return self._seen.setdefault(key, mask)
+
+
 def redraw_passes(height: int, width: int, tile_h: int, tile_w: int, padding: int, feather: int,
                   order: str) -> list[list[Patch]]:
     """The redraw passes: chess gives two (tiles whose row + column is even, then odd: no two tiles
@@ -89,6 +102,7 @@ def redraw_passes(height: int, width: int, tile_h: int, tile_w: int, padding: in
     size_h = max(b.height for row in grid for b in row) + 2 * padding
     size_w = max(b.width for row in grid for b in row) + 2 * padding
     colours = (0, 1) if order == CHESS else (None,)
+    shared = _SharedMasks()
     passes = []
     for colour in colours:
         patches = []
@@ -97,7 +111,7 @@ def redraw_passes(height: int, width: int, tile_h: int, tile_w: int, padding: in
                 if colour is not None and (r + c) % 2 != colour:
                     continue
                 region = region_for(target, size_h, size_w, height, width)
-                mask = feathered_mask(target, region, min(feather, padding), height, width)
+                mask = shared(feathered_mask(target, region, min(feather, padding), height, width))
                 patches.append(Patch((f"redraw{colour or 0}", r, c), target, region, mask))
         passes.append(patches)
     return passes
@@ -116,6 +130,7 @@ def seam_passes(height: int, width: int, tile_h: int, tile_w: int, mode: str, ba
     grid = grid_rows(height, width, tile_h, tile_w)
     if mode == SEAMS_NONE or (len(grid) == 1 and len(grid[0]) == 1):
         return []
+    shared = _SharedMasks()
     xs = [row_box.x0 for row_box in grid[0][1:]]  # vertical borders
     ys = [row[0].y0 for row in grid[1:]]  # horizontal borders
     rows = [(row[0].y0, row[0].y1) for row in grid]
@@ -128,19 +143,19 @@ def seam_passes(height: int, width: int, tile_h: int, tile_w: int, mode: str, ba
                       for i, y in enumerate(ys) for c, (x0, x1) in enumerate(cols)]
         size = (max([b.height for _, b in vertical + horizontal]), max([b.width for _, b in vertical + horizontal]))
         # Bands of one direction never overlap each other; the two directions cross, so two passes.
-        return [p for p in (_patches(vertical, size, feather, height, width, (0, 1)),
-                            _patches(horizontal, size, feather, height, width, (1, 0))) if p]
+        return [p for p in (_patches(vertical, size, feather, height, width, (0, 1), shared),
+                            _patches(horizontal, size, feather, height, width, (1, 0), shared)) if p]
     th, tw = max(b.height for row in grid for b in row), max(b.width for row in grid for b in row)
     vertical = [(("half_v", r, i), _centred(x, (y0 + y1) // 2, th, tw, height, width))
                 for i, x in enumerate(xs) for r, (y0, y1) in enumerate(rows)]
     horizontal = [(("half_h", i, c), _centred((x0 + x1) // 2, y, th, tw, height, width))
                   for i, y in enumerate(ys) for c, (x0, x1) in enumerate(cols)]
-    out = [_half_tile_pass(vertical, "v", feather, height, width),
-           _half_tile_pass(horizontal, "h", feather, height, width)]
+    out = [_half_tile_pass(vertical, "v", feather, height, width, shared),
+           _half_tile_pass(horizontal, "h", feather, height, width, shared)]
     if mode == SEAMS_HALF_TILE_INTERSECTIONS:
         crossings = [(("cross", j, i), _centred(x, y, th, tw, height, width))
                      for j, y in enumerate(ys) for i, x in enumerate(xs)]
-        out.append(_half_tile_pass(crossings, "both", feather, height, width))
+        out.append(_half_tile_pass(crossings, "both", feather, height, width, shared))
     return [p for p in out if p]
 
 
@@ -148,7 +163,7 @@ def _centred(cx: int, cy: int, th: int, tw: int, height: int, width: int) -> Box
     return region_for(Box(cy, cy, cx, cx), th, tw, height, width)
 
 
-def _patches(items, size, feather, height, width, ramp_axes) -> list[Patch]:
+def _patches(items, size, feather, height, width, ramp_axes, shared: _SharedMasks) -> list[Patch]:
     patches = []
     for key, target in items:
         region = region_for(target, size[0], size[1], height, width)
@@ -157,7 +172,7 @@ def _patches(items, size, feather, height, width, ramp_axes) -> list[Patch]:
             mask = _rows_full(mask, target, region)
         else:
             mask = _cols_full(mask, target, region)
-        patches.append(Patch(key, target, region, mask))
+        patches.append(Patch(key, target, region, shared(mask)))
     return patches
 
 
@@ -176,7 +191,7 @@ def _cols_full(mask, target, region):
     return torch.outer(row_profile, cols)
 
 
-def _half_tile_pass(items, axis: str, feather: int, height: int, width: int) -> list[Patch]:
+def _half_tile_pass(items, axis: str, feather: int, height: int, width: int, shared: _SharedMasks) -> list[Patch]:
     """Patches centred on borders: weight 1 at the patch's centre line(s), falling linearly to 0
     at its sides (across the border), and ramped over `feather` px along it."""
     patches = []
@@ -192,7 +207,7 @@ def _half_tile_pass(items, axis: str, feather: int, height: int, width: int) -> 
             _profile(region.x0, region.x1, region.x0, region.x1, width, feather, inward=True)
         across_y = tent(ys, region.y0, region.y1) if axis in ("h", "both") else \
             _profile(region.y0, region.y1, region.y0, region.y1, height, feather, inward=True)
-        patches.append(Patch(key, region, region, torch.outer(across_y, across_x)))
+        patches.append(Patch(key, region, region, shared(torch.outer(across_y, across_x))))
     return patches
 
 

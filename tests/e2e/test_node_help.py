@@ -22,7 +22,8 @@ SCREENSHOTS = os.path.join(ROOT, "docs", "screenshots")
 WAIT_MS = 30_000  # generous: the machine's cores may be busy; every wait ends once its state is there
 
 NODES = ["ExpanseTiledVAEDecode", "ExpanseTiledVAEEncode", "ExpanseTiledDiffusion", "ExpanseLatentUpscaleAdvanced",
-         "ExpanseProgressiveGrowSampler", "ExpanseChessTileRedraw", "ExpanseRegionPrompt", "ExpanseDemoModelLoader"]
+         "ExpanseProgressiveGrowSampler", "ExpanseChessTileRedraw", "ExpanseRegionPrompt", "ExpanseDemoModelLoader",
+         "ExpanseSaveLargeImage"]
 # What users type for the technique (the peers' names), and the node it must find.
 ALIASES = {"ultimate sd upscale": "ExpanseChessTileRedraw", "tile upscale": "ExpanseChessTileRedraw",
            "multidiffusion": "ExpanseTiledDiffusion", "mixture of diffusers": "ExpanseTiledDiffusion",

@@ -126,3 +126,18 @@ def test_bad_modes_are_named():
         cr.redraw_passes(64, 64, 16, 16, 4, 2, "spiral")
     with pytest.raises(ValueError, match="seam mode"):
         cr.seam_passes(64, 64, 16, 16, "zigzag", 8, 2)
+
+
+@pytest.mark.parametrize("mode", [cr.SEAMS_BAND, cr.SEAMS_HALF_TILE_INTERSECTIONS])
+def test_masks_are_shared_between_tiles_so_their_memory_does_not_grow_with_the_canvas(mode):
+    """A 40x40 tile grid keeps a handful of mask tensors (inner, edges, corners), each equal to the
+    mask computed for its own patch alone."""
+    side, tile = 40 * 16, 16
+    patches = [p for pass_ in cr.redraw_passes(side, side, tile, tile, padding=8, feather=4, order=cr.CHESS)
+               + cr.seam_passes(side, side, tile, tile, mode, band=8, feather=2) for p in pass_]
+    assert len(patches) > 3000
+    distinct = {id(p.mask) for p in patches}
+    assert len(distinct) <= 40, f"{len(distinct)} mask tensors for {len(patches)} patches"
+    for p in (q for q in patches if q.key[0].startswith("redraw")):
+        alone = cr.feathered_mask(p.target, p.region, 4, side, side)
+        assert torch.equal(p.mask, alone)
