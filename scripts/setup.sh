@@ -23,6 +23,9 @@ COMFY_REQUIREMENTS="torchsde einops transformers tokenizers sentencepiece safete
   requests comfyui-frontend-package==1.32.9 comfyui-workflow-templates==0.7.25
   comfyui-embedded-docs==0.3.1"
 TEST_REQUIREMENTS="pytest==9.0.3 numpy playwright==1.65.2"
+# Save Large Image's file format library: optional for users (pyproject's `large` extra), needed by
+# the tests. .venv-latest reads it from .venv through its layer.
+LARGE_REQUIREMENTS="tifffile==2026.3.3"
 
 say() { printf '[setup] %s\n' "$*"; }
 
@@ -63,6 +66,7 @@ else
   step host-requirements "$COMFY_REQUIREMENTS" "${PIP[@]}" $COMFY_REQUIREMENTS
 fi
 step test-requirements "$TEST_REQUIREMENTS" "${PIP[@]}" $TEST_REQUIREMENTS
+step large-requirements "$LARGE_REQUIREMENTS" "${PIP[@]}" $LARGE_REQUIREMENTS
 
 # The harness (harness/expanse_harness: host drivers, tiny models, example workflows) is imported
 # by tests, bench, demo and scripts as `import expanse_harness`. This .pth file in the venv's

@@ -24,6 +24,7 @@ PACK_NODES = {
     "ExpanseRegionPrompt": {"conditioning", "region_conditioning", "x", "y", "width", "height", "type", "feather", "strength",
                      "canvas_width", "canvas_height"},
     "ExpanseDemoModelLoader": {"weights"},
+    "ExpanseSaveLargeImage": {"samples", "vae", "filename_prefix", "vae_mode", "compression", "deep_zoom"},
 }
 DEMO = {"class_type": "ExpanseDemoModelLoader", "inputs": {"weights": "expanse-demo.safetensors"}}
 # The uploaded picture's side: the demo VAE was fitted at 256-384 px and loses accuracy at its borders
