@@ -14,12 +14,20 @@ Fast mode estimates every GroupNorm's statistics once, from a copy of the input 
 one tile, then runs each tile with some padding independently with those statistics frozen. Its
 device and host memory are bounded by the tile, but it is an approximation: statistics are
 estimated and convolutions near a tile's edge see padding instead of their neighbours.
+
+Sampled mode estimates the statistics from the picture at full resolution instead: a lattice of
+crops spread evenly over the canvas, each with context padding, runs pass by pass in lockstep, and
+every GroupNorm's statistics are pooled over the inner parts (padding excluded) of all crops
+(estimate_stats). Then every tile runs independently with those statistics frozen, as in fast
+mode (run_frozen). Memory is bounded by the sample (as exact mode on a picture of the sample's
+total area) and the tile, whatever the canvas size.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from fractions import Fraction
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -66,13 +74,18 @@ class _Parked:
         self.sumsq += sumsq.to(self.sumsq.device)
 
     def group_stats(self, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
-        channels, height, width = self.data.shape
-        count = height * width * (channels // groups)
-        mean = self.sums.view(groups, -1).sum(1) / count
-        var = (self.sumsq.view(groups, -1).sum(1) / count - mean * mean).clamp_min(0)
-        if not (torch.isfinite(mean).all() and torch.isfinite(var).all()):
-            raise NonFiniteActivation("an activation overflowed")
-        return mean, var
+        _, height, width = self.data.shape
+        return _group_stats(self.sums, self.sumsq, height * width, groups)
+
+
+def _group_stats(sums: torch.Tensor, sumsq: torch.Tensor, pixels: int, groups: int):
+    """A GroupNorm's (mean, variance) per group from per-channel sums over `pixels` pixels."""
+    count = pixels * (sums.shape[0] // groups)
+    mean = sums.view(groups, -1).sum(1) / count
+    var = (sumsq.view(groups, -1).sum(1) / count - mean * mean).clamp_min(0)
+    if not (torch.isfinite(mean).all() and torch.isfinite(var).all()):
+        raise NonFiniteActivation("an activation overflowed")
+    return mean, var
 
 
 def _channel_sums(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -270,8 +283,13 @@ class _Runner:
         return dst
 
 
-def steps_per_sample(program: Program, height: int, width: int, tile_px: int, fast: bool) -> int:
-    """Units of work (progress ticks) for one sample of the given input size."""
+def steps_per_sample(program: Program, height: int, width: int, tile_px: int, fast: bool,
+                     sample: "Sample | None" = None) -> int:
+    """Units of work (progress ticks) for one sample of the given input size: exact mode's, fast
+    mode's (fast) or sampled mode's (a sample given)."""
+    if sample is not None:
+        crops = len(sample_boxes(program, height, width, sample))
+        return crops * _estimate_ticks(program) + len(_fast_boxes(program, height, width, tile_px))
     if fast:
         return 1 + len(_fast_boxes(program, height, width, tile_px))
     total = 0
@@ -395,13 +413,40 @@ def run_exact(program: Program, x: torch.Tensor, sink: Sink, *, tile_px: int, de
 ESTIMATE_MIN_PX = 512
 
 
+def _padding_in(program: Program, padding_px: int) -> int:
+    """padding_px pixels as input-grid units, rounded up to the input's granularity."""
+    g = input_granularity(program)
+    return math.ceil(padding_px / float(program.pixel_scale) / g) * g if padding_px > 0 else 0
+
+
+def run_frozen(program: Program, crop: torch.Tensor, stats: GroupStats, *, device, dtype) -> torch.Tensor:
+    """The program's output for one crop (C, h, w) run whole, every GroupNorm normalising with the
+    given statistics instead of the crop's own (fast and sampled modes' tiles)."""
+    pieces: list[torch.Tensor] = []
+    _Runner(program, device=device, dtype=dtype, park_device=device, tile_px=None,
+            frozen=stats).run(crop, lambda _, y: pieces.append(y))
+    return pieces[0]
+
+
+def _frozen_tiles(program: Program, sample: torch.Tensor, b: int, stats: GroupStats, sink: Sink, *, tile_px: int,
+                  pad_in: int, device, dtype, tick: Tick | None) -> None:
+    """Every tile of one sample run with padding and frozen statistics; the inner part to the sink."""
+    out_scale = program.output_scale
+    height, width = sample.shape[-2:]
+    for box in _fast_boxes(program, height, width, tile_px):
+        crop = box.grown(pad_in, height, width)
+        y = run_frozen(program, sample[:, crop.y0:crop.y1, crop.x0:crop.x1], stats, device=device, dtype=dtype)
+        local = box.relative_to(crop).scaled(out_scale)
+        sink(b, box.scaled(out_scale), y[:, local.y0:local.y1, local.x0:local.x1])
+        if tick is not None:
+            tick()
+
+
 def run_fast(program: Program, x: torch.Tensor, sink: Sink, *, tile_px: int, padding_px: int, device, dtype,
              tick: Tick | None = None) -> None:
     """Fast tiled run: statistics estimated from a shrunken copy, padded tiles run independently.
     Memory is bounded by max(tile, ESTIMATE_MIN_PX), whatever the canvas size."""
-    g = input_granularity(program)
-    pad_in = math.ceil(padding_px / float(program.pixel_scale) / g) * g if padding_px > 0 else 0
-    out_scale = program.output_scale
+    pad_in = _padding_in(program, padding_px)
     for b in range(x.shape[0]):
         sample = x[b]
         stats: GroupStats = {}
@@ -411,15 +456,134 @@ def run_fast(program: Program, x: torch.Tensor, sink: Sink, *, tile_px: int, pad
         del estimate
         if tick is not None:
             tick()
-        height, width = sample.shape[-2:]
-        for box in _fast_boxes(program, height, width, tile_px):
-            crop = box.grown(pad_in, height, width)
-            inner = box.relative_to(crop)
-            runner = _Runner(program, device=device, dtype=dtype, park_device=device, tile_px=None, frozen=stats)
-            pieces: list[torch.Tensor] = []
-            runner.run(sample[:, crop.y0:crop.y1, crop.x0:crop.x1], lambda _, y: pieces.append(y))
-            y = pieces[0]
-            local = inner.scaled(out_scale)
-            sink(b, box.scaled(out_scale), y[:, local.y0:local.y1, local.x0:local.x1])
-            if tick is not None:
-                tick()
+        _frozen_tiles(program, sample, b, stats, sink, tile_px=tile_px, pad_in=pad_in, device=device, dtype=dtype,
+                      tick=tick)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Where sampled mode's statistics come from: the canvas in strata, sampled with crops at full
+    resolution, each crop with the run's padding around it. The border_px bands along the four
+    edges are strata of their own: a VAE's activations are often far larger within a few pixels of
+    the picture's edge than inside it (with the demo VAE the outermost 1/32 holds about 90% of the
+    late layers' variance), so a sample of the inside alone misses them. Along each axis the
+    border bands are taken whole and per_side spans of crop_px are spread evenly over the rest
+    (or partition it where they would cover it); the crops are the products of those spans, and
+    each counts for the share of its stratum it stands for. Sizes are on the network's pixel side
+    (the decoder's output, the encoder's input)."""
+
+    per_side: int = 4
+    crop_px: int = 256
+    border_px: int = 64
+
+
+def _lattice(length: int, count: int, side: int) -> list[tuple[int, int]]:
+    """count spans of `side` spread evenly over [0, length), or count spans partitioning it where
+    they would cover it."""
+    count = max(1, min(count, length))
+    if count * side >= length:
+        edges = [round(i * length / count) for i in range(count + 1)]
+        return list(zip(edges[:-1], edges[1:]))
+    starts = [min(max(0, round((i + 0.5) * length / count - side / 2)), length - side) for i in range(count)]
+    return [(s, s + side) for s in starts]
+
+
+def _axis_strata(length: int, count: int, side: int, border: int) -> list[tuple[int, int, float]]:
+    """The sample's spans along one axis, each with the length of its stratum over the length
+    sampled there: (start, end, weight)."""
+    inside = length - 2 * border
+    if border <= 0 or inside < 1:
+        border, inside = 0, length
+    spans = [(a + border, b + border) for a, b in _lattice(inside, count, side)]
+    weight = inside / sum(b - a for a, b in spans)
+    edges = [(0, border, 1.0), (length - border, length, 1.0)] if border else []
+    return edges[:1] + [(a, b, weight) for a, b in spans] + edges[1:]
+
+
+def sample_boxes(program: Program, height: int, width: int, sample: Sample) -> list[tuple[Box, float]]:
+    """The inner boxes (input grid, on the input's granularity) of the crops a sample takes from
+    an input of height x width, each with its weight: the area of its stratum over the area
+    sampled in that stratum (1 where the sample covers it)."""
+    g = input_granularity(program)
+
+    def units(px: int) -> int:
+        return round(px / float(program.pixel_scale) / g)
+
+    side, border = max(1, units(sample.crop_px)), units(sample.border_px)
+    rows = _axis_strata(height // g, sample.per_side, side, border)
+    cols = _axis_strata(width // g, sample.per_side, side, border)
+    return [(Box(y0, y1, x0, x1).scaled(g), wy * wx) for y0, y1, wy in rows for x0, x1, wx in cols]
+
+
+def _estimate_ticks(program: Program) -> int:
+    """Progress ticks estimate_stats gives per crop: one per pass run (two for attention); the
+    last pass needs only its input's statistics."""
+    return sum(2 if isinstance(p, AttentionPass) else 1 for p in program.passes[:-1])
+
+
+def estimate_stats(program: Program, crops: Sequence[torch.Tensor], inner: Sequence[Box], *, device, dtype,
+                   weights: Sequence[float] | None = None, park_device=None, tick: Tick | None = None) -> GroupStats:
+    """Every GroupNorm's statistics pooled over the inner parts of full-resolution crops.
+
+    crops: input crops (C, h, w), each with context around its inner box; inner: each crop's inner
+    box relative to the crop, on the input grid and its granularity; weights: how much each crop's
+    pixels count (default 1 each: a plain pool). The crops run pass by pass in
+    lockstep, each pass normalising with the statistics pooled so far, so pass i's statistics come
+    from the inner parts of all crops as the network computed them. Memory: the crops' activations
+    (exact mode's parked activations for a picture of their total area), on park_device (default:
+    the compute device)."""
+    if len(crops) != len(inner) or not crops:
+        raise ValueError("estimate_stats needs one inner box per crop, and at least one crop")
+    stats: GroupStats = {}
+    park = park_device or device
+    runner = _Runner(program, device=device, dtype=dtype, park_device=park, tile_px=None, frozen=stats, tick=tick)
+    scale_of = {program.input: Fraction(1), **{p.dst: program.scales[i] for i, p in enumerate(program.passes)}}
+    buffers = [{program.input: _Parked(crop.to(park), None, None)} for crop in crops]
+    weights = [1.0] * len(crops) if weights is None else weights
+    last = len(program.passes) - 1
+    for index, p in enumerate(program.passes):
+        if p.norm is not None:
+            sums = sumsq = 0
+            pixels = 0.0
+            for parked, box, weight in zip(buffers, inner, weights):
+                area = box.scaled(scale_of[p.src])
+                s1, s2 = _channel_sums(parked[p.src].data[:, area.y0:area.y1, area.x0:area.x1])
+                sums, sumsq = sums + weight * s1, sumsq + weight * s2
+                pixels += weight * area.height * area.width
+            stats[index] = _group_stats(sums, sumsq, pixels, p.norm.groups)
+        if index == last:
+            break
+        for parked in buffers:
+            run_pass = runner._conv_pass if isinstance(p, ConvPass) else runner._attention_pass
+            dst = run_pass(index, p, parked, None)
+            for name in program.last_reads[index]:
+                del parked[name]
+            parked[p.dst] = dst
+    return stats
+
+
+def sample_parked_bytes(program: Program, height: int, width: int, sample: Sample, padding_px: int,
+                        dtype: torch.dtype) -> int:
+    """The most memory estimate_stats's activations take at once for a sample of an input of height x width."""
+    pad_in = _padding_in(program, padding_px)
+    crops = [box.grown(pad_in, height, width) for box, _ in sample_boxes(program, height, width, sample)]
+    return sum(parked_bytes(program, c.height, c.width, dtype) for c in crops)
+
+
+def run_sampled(program: Program, x: torch.Tensor, sink: Sink, *, tile_px: int, padding_px: int, device, dtype,
+                sample: Sample = Sample(), tick: Tick | None = None, park_device=None) -> None:
+    """Sampled tiled run: statistics pooled over a spread sample of full-resolution crops
+    (estimate_stats, activations on park_device, default the compute device), then padded tiles
+    run independently with them frozen. Memory is bounded by the sample and the tile, whatever the
+    canvas size."""
+    pad_in = _padding_in(program, padding_px)
+    for b in range(x.shape[0]):
+        s = x[b]
+        height, width = s.shape[-2:]
+        inner, weights = zip(*sample_boxes(program, height, width, sample))
+        crops = [box.grown(pad_in, height, width) for box in inner]
+        stats = estimate_stats(program, [s[:, c.y0:c.y1, c.x0:c.x1] for c in crops],
+                               [box.relative_to(c) for box, c in zip(inner, crops)], device=device, dtype=dtype,
+                               weights=weights, park_device=park_device, tick=tick)
+        _frozen_tiles(program, s, b, stats, sink, tile_px=tile_px, pad_in=pad_in, device=device, dtype=dtype,
+                      tick=tick)

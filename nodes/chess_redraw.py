@@ -78,7 +78,8 @@ class ChessTileRedraw(io.ComfyNode):
                                        "with room for its activations; otherwise exact up to 2048x2048 px while "
                                        "the VAE's global attention stays under a quarter of its work (SD's VAE: "
                                        "all of that range), else local_attention (linear time, close to exact) "
-                                       "up to 4096x4096, fast above (bounded memory)."),
+                                       "up to 4096x4096, sampled above (memory bounded by a full-resolution sample "
+                                       "and the tile)."),
             ],
             outputs=[io.Image.Output("redrawn_image", display_name="image",
                                      tooltip="The redrawn picture, decoded only when something reads it (at poster "

@@ -39,9 +39,12 @@ class TiledVAEDecode(io.ComfyNode):
                          "square of the area. local_attention: exact statistics, each tile attends to itself and "
                          "padding pixels around it: linear time, very close to exact (for 4K and up). fast: estimates "
                          "the statistics from a shrunken copy and decodes padded tiles independently; memory "
-                         "bounded by the tile, visible differences are possible.",
+                         "bounded by the tile, visible differences are possible. sampled: like fast, with the "
+                         "statistics from a spread sample of full-resolution crops: much closer to exact, memory "
+                         "bounded by the sample and the tile whatever the size (for canvases beyond RAM).",
                     padding=96,
-                    padding_tooltip="fast mode: context in output pixels decoded around each tile and thrown away. "
+                    padding_tooltip="fast and sampled modes: context in output pixels decoded around each tile (and "
+                                    "each sampled crop) and thrown away. "
                                     "local_attention: how far around its tile each tile attends. More is closer to "
                                     "exact and costs more time."),
             ],
@@ -76,9 +79,12 @@ class TiledVAEEncode(io.ComfyNode):
                     mode="exact: the same latent as a whole-image encode (default); its attention grows with the "
                          "square of the area. local_attention: exact statistics, each tile attends to itself and "
                          "padding pixels around it: linear time, very close to exact. fast: estimated statistics and "
-                         "independent padded tiles; memory bounded by the tile.",
+                         "independent padded tiles; memory bounded by the tile. sampled: like fast, with the "
+                         "statistics from a spread sample of full-resolution crops: closer to exact, memory bounded "
+                         "by the sample and the tile.",
                     padding=64,
-                    padding_tooltip="fast mode: context in input pixels encoded around each tile. local_attention: "
+                    padding_tooltip="fast and sampled modes: context in input pixels encoded around each tile. "
+                                    "local_attention: "
                                     "how far around its tile each tile attends."),
             ],
             outputs=[io.Latent.Output(tooltip="The latent, as VAE Encode returns it.")],

@@ -21,7 +21,7 @@ from .host import progress_ticker
 log = logging.getLogger("expanse")
 
 # Appended, never reordered: saved workflows keep their values.
-MODES = ["exact", "fast", "local_attention"]
+MODES = ["exact", "fast", "local_attention", "sampled"]
 
 # Module classes whose forward() the compiled program replays exactly. Exact types: a subclass
 # (a video decoder, say) may change forward() while keeping the attribute names.
@@ -61,7 +61,7 @@ def _resolve_tile(node: str, program: Program, tile_size: int, vae, size: tuple[
         free = mm.get_free_memory(vae.device)
         if vae.device.type == "cpu":
             return max(minimum, min(tiled_vae.auto_tile_px(program, free, vae.vae_dtype), CPU_AUTO_TILE_PX))
-        if mode != "fast":
+        if mode not in ("fast", "sampled"):
             parked = tiled_vae.parked_bytes(program, size[0], size[1], vae.vae_dtype)
             if parked <= DEVICE_PARK_MAX_SHARE * free:
                 free -= parked
@@ -77,6 +77,15 @@ def park_device(program: Program, height: int, width: int, vae, tile: int, dtype
     if vae.device.type == "cpu":
         return vae.device
     need = tiled_vae.parked_bytes(program, height, width, dtype) + tiled_vae.tile_working_bytes(program, tile, dtype)
+    return vae.device if need <= DEVICE_PARK_SHARE * mm.get_free_memory(vae.device) else torch.device("cpu")
+
+
+def sample_park_device(program: Program, height: int, width: int, vae, padding: int,
+                       dtype: torch.dtype) -> torch.device:
+    """Where sampled mode keeps its sample's activations while it estimates the statistics."""
+    if vae.device.type == "cpu":
+        return vae.device
+    need = tiled_vae.sample_parked_bytes(program, height, width, SAMPLE, padding, dtype)
     return vae.device if need <= DEVICE_PARK_SHARE * mm.get_free_memory(vae.device) else torch.device("cpu")
 
 
@@ -99,7 +108,8 @@ def _run(node: str, program: Program, x: torch.Tensor, sink, *, vae, tile: int, 
     if mode not in MODES:
         raise ValueError(f"{node}: mode must be one of {', '.join(MODES)}, got {mode!r}")
     mm.load_models_gpu([vae.patcher])
-    steps = x.shape[0] * tiled_vae.steps_per_sample(program, x.shape[-2], x.shape[-1], tile, mode == "fast")
+    sample = SAMPLE if mode == "sampled" else None
+    steps = x.shape[0] * tiled_vae.steps_per_sample(program, x.shape[-2], x.shape[-1], tile, mode == "fast", sample)
     dtype = vae.vae_dtype
     host = torch.device("cpu")
     may_park_on_device = True
@@ -110,6 +120,11 @@ def _run(node: str, program: Program, x: torch.Tensor, sink, *, vae, tile: int, 
             if mode == "fast":
                 tiled_vae.run_fast(program, x, sink, tile_px=tile, padding_px=padding, device=vae.device,
                                    dtype=dtype, tick=tick)
+            elif mode == "sampled":
+                if may_park_on_device:
+                    park = sample_park_device(program, x.shape[-2], x.shape[-1], vae, padding, dtype)
+                tiled_vae.run_sampled(program, x, sink, tile_px=tile, padding_px=padding, device=vae.device,
+                                      dtype=dtype, sample=SAMPLE, tick=tick, park_device=park)
             else:
                 margin = padding if mode == "local_attention" else None
                 if may_park_on_device:
@@ -139,7 +154,8 @@ AUTO_MODES = (AUTO, *MODES)
 # attention over the whole latent, a share of the work that grows with the area (SD's decoder: 5%
 # at 1024 px, 18% at 2048, 47% at 4096; the demo VAE's: 22%, 53%, 82%), and parks full-resolution
 # activations in RAM (about 10 GB at 2048x2048 px for SD's VAE in float32). local_attention keeps
-# the exact statistics with windowed attention (linear time, the same RAM); fast bounds the RAM.
+# the exact statistics with windowed attention (linear time, the same RAM); sampled bounds the RAM
+# with statistics from a full-resolution sample (fast, from a shrunken copy, is further from exact).
 # On a GPU that holds those activations, attention is a small cost and exact is both the fastest
 # and the best: auto takes it whatever the size.
 AUTO_EXACT_MAX_PIXELS = 2048 * 2048
@@ -147,9 +163,13 @@ AUTO_EXACT_MAX_ATTENTION_SHARE = 0.25
 AUTO_LOCAL_MAX_PIXELS = 4096 * 4096
 # local_attention: 256 px tiles each attending to a 768 px window (36.7 dB against exact with the
 # demo VAE, at 0.6x exact's time at 1024 px on a CPU); fast: 1024 px tiles (its memory bound) with
-# the VAE nodes' default padding.
+# the VAE nodes' default padding; sampled: the same tiles, padding and SAMPLE (bench/vae_stats_bench.py).
 LOCAL_ATTENTION_TILE_PX, LOCAL_ATTENTION_MARGIN_PX = 256, 256
 FAST_TILE_PX = 1024
+SAMPLED_TILE_PX = 1024
+# sampled mode's statistics: a 4 x 4 lattice of 256 px crops inside 64 px border bands (each with
+# the run's padding), pooled with the weights of their strata (core.tiled_vae.Sample).
+SAMPLE = tiled_vae.Sample(per_side=4, crop_px=256, border_px=64)
 
 
 def auto_mode(vae, height_px: int, width_px: int, which: str) -> str:
@@ -157,13 +177,13 @@ def auto_mode(vae, height_px: int, width_px: int, which: str) -> str:
     a picture of this size: exact on a GPU that holds exact mode's activations at that moment (the
     UNet may hold some of its memory at one and not the other); elsewhere exact while the picture
     is at most AUTO_EXACT_MAX_PIXELS and global attention at most AUTO_EXACT_MAX_ATTENTION_SHARE
-    of the decoder's work, local_attention up to AUTO_LOCAL_MAX_PIXELS, fast above."""
+    of the decoder's work, local_attention up to AUTO_LOCAL_MAX_PIXELS, sampled above."""
     try:
         if exact_parks_on_device(vae, height_px, width_px, which):
             return "exact"
         area = height_px * width_px
         if area > AUTO_LOCAL_MAX_PIXELS:
-            return "fast"
+            return "sampled"
         if area > AUTO_EXACT_MAX_PIXELS:
             return "local_attention"
         decoder = compile_program(vae, "decoder")
@@ -182,7 +202,7 @@ def _settings(vae, which: str, height_px: int, width_px: int, mode: str, tile_si
         mode = auto_mode(vae, height_px, width_px, which)
         if mode == "local_attention":
             return mode, LOCAL_ATTENTION_TILE_PX, LOCAL_ATTENTION_MARGIN_PX
-        tile_size, padding = (FAST_TILE_PX if mode == "fast" else 0), None
+        tile_size, padding = {"fast": FAST_TILE_PX, "sampled": SAMPLED_TILE_PX}.get(mode, 0), None
     return mode, tile_size, default_padding if padding is None else padding
 
 

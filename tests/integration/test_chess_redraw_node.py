@@ -161,14 +161,14 @@ def test_bad_inputs_get_clear_messages(nodes, unet, conds, vae, picture):
 
 def test_auto_vae_mode_follows_the_picture_size(nodes, unet, conds, vae, picture, monkeypatch):
     """auto: exact up to AUTO_EXACT_MAX_PIXELS while global attention is a small share of the
-    VAE's work, local_attention beyond either up to AUTO_LOCAL_MAX_PIXELS, fast above, each with
+    VAE's work, local_attention beyond either up to AUTO_LOCAL_MAX_PIXELS, sampled above, each with
     the node's tile settings; exact at any size on a GPU that holds its activations. (How close
     local_attention comes to exact is measured on the trained demo VAE in test_tiled_vae_nodes.py;
     the tiny VAE's random attention is global.)"""
     from expanse.core import tiled_vae
     from expanse.runtime import vae as node  # the one copy of the pack: ComfyUI's nodes run it
     runs = []
-    real = {name: getattr(tiled_vae, name) for name in ("run_exact", "run_fast")}
+    real = {name: getattr(tiled_vae, name) for name in ("run_exact", "run_sampled")}
 
     def spy(name):
         def run(*args, **kwargs):
@@ -187,7 +187,7 @@ def test_auto_vae_mode_follows_the_picture_size(nodes, unet, conds, vae, picture
 
     monkeypatch.setattr(node, "LOCAL_ATTENTION_TILE_PX", 64)
     monkeypatch.setattr(node, "LOCAL_ATTENTION_MARGIN_PX", 32)
-    monkeypatch.setattr(node, "FAST_TILE_PX", 128)
+    monkeypatch.setattr(node, "SAMPLED_TILE_PX", 128)
     for name, value in (("AUTO_EXACT_MAX_ATTENTION_SHARE", 0.0), ("AUTO_EXACT_MAX_PIXELS", (2 * SIZE) ** 2 - 1)):
         with monkeypatch.context() as patch:
             patch.setattr(node, name, value)
@@ -199,7 +199,7 @@ def test_auto_vae_mode_follows_the_picture_size(nodes, unet, conds, vae, picture
     monkeypatch.setattr(node, "AUTO_LOCAL_MAX_PIXELS", (2 * SIZE) ** 2 - 1)
     runs.clear()
     redraw(nodes, unet, conds, vae, picture, **settings)
-    assert [(name, tile) for name, tile, _ in runs] == [("run_fast", 128)] * 2
+    assert [(name, tile) for name, tile, _ in runs] == [("run_sampled", 128)] * 2
 
     asked = []
     monkeypatch.setattr(node, "exact_parks_on_device", lambda v, h, w, which: asked.append((h, w, which)) or True)

@@ -126,6 +126,29 @@ def test_fast_encode_improves_with_padding(node, tiny_vae):
     assert rel_l2(one_tile, whole) < 1e-3
 
 
+def test_sampled_mode_is_close_to_exact(node, tiny_vae, monkeypatch):
+    """Sampled mode pools the statistics over full-resolution crops (here a 2 x 2 lattice inside
+    the border bands, under half the picture) and decodes padded tiles with them: the image's
+    shape and dtype, close to exact; a sample covering the picture with padding reaching across it
+    gives the exact result."""
+    from expanse.core import tiled_vae
+    from expanse.runtime import vae as module
+
+    samples = latent(height=20, width=24)
+    exact = decode(node, tiny_vae, samples, tile_size=96)
+    monkeypatch.setattr(module, "SAMPLE", tiled_vae.Sample(per_side=2, crop_px=32, border_px=16))
+    ours = decode(node, tiny_vae, samples, tile_size=96, mode="sampled", padding=32)
+    assert ours.shape == exact.shape == (1, 160, 192, 3) and ours.dtype == exact.dtype == torch.float32
+    assert 1e-4 < rel_l2(ours, exact) < 0.2  # random weights, a white-noise latent: the worst case
+    monkeypatch.setattr(module, "SAMPLE", tiled_vae.Sample(per_side=1, crop_px=512, border_px=0))
+    covering = decode(node, tiny_vae, samples, tile_size=512, mode="sampled", padding=0)
+    assert rel_l2(covering, exact) < 1e-5
+    pixels = image(96, 80)
+    exact_latent = encode(node, tiny_vae, pixels, tile_size=64)
+    ours_latent = encode(node, tiny_vae, pixels, tile_size=64, mode="sampled", padding=32)
+    assert ours_latent.shape == exact_latent.shape and rel_l2(ours_latent, exact_latent) < 0.5
+
+
 def test_local_attention_keeps_exact_statistics_and_windows_attention(node, tiny_vae):
     """local_attention runs the exact program with each tile attending to itself and `padding` px
     around it: a window covering the picture is the exact result; a small one changes it."""
