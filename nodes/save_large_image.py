@@ -45,9 +45,11 @@ class SaveLargeImage(io.ComfyNode):
                                          "256 px JPEG tiles at every zoom level) that web viewers such as "
                                          "OpenSeadragon open."),
             ],
-            outputs=[io.Image.Output("overview", tooltip="The picture's overview (longest side at most 1024 px), "
-                                                         "the TIFF's smallest level, as an IMAGE."),
-                     io.String.Output("paths", tooltip="The saved TIFF file(s), one path a line.")],
+            outputs=[io.Image.Output("overview", display_name="overview",
+                                     tooltip="The picture's overview (longest side at most 1024 px), the TIFF's "
+                                             "smallest level, as an IMAGE."),
+                     io.String.Output("paths", display_name="paths",
+                                      tooltip="The saved TIFF file(s), one path a line.")],
             is_output_node=True,
         )
 

@@ -242,8 +242,11 @@ def test_demo_template_runs_from_the_browser(template, page, server):
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:2000]
     queued = {n["class_type"] for n in entry["prompt"][2].values()}
     assert "ExpanseDemoModelLoader" in queued and "CheckpointLoaderSimple" not in queued, queued
-    saved = [image for output in entry["outputs"].values() for image in output.get("images", [])
-             if image.get("type") == "output"]
+    # Pictures saved to the output folder; Save Large Image saves a TIFF there and shows its overview
+    # as a preview (a temp image).
+    prompt = entry["prompt"][2]
+    saved = [image for node, output in entry["outputs"].items() for image in output.get("images", [])
+             if image.get("type") == "output" or prompt[node]["class_type"] == "ExpanseSaveLargeImage"]
     assert saved, f"{template.title}: the run saved no picture: {entry['outputs']}"
     query = urllib.parse.urlencode({k: saved[0][k] for k in ("filename", "subfolder", "type")})
     picture = Image.open(io.BytesIO(server.get(f"/view?{query}")))

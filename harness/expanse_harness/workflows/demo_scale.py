@@ -17,6 +17,7 @@ from .prompts import DEMO_WEIGHTS, picture_prompt
 from .save_format import Definitions
 
 LOADERS = {"CheckpointLoaderSimple"}
+SAVERS = {"SaveImage", "ExpanseSaveLargeImage"}  # their filename_prefix becomes the run's
 # Where the demo run needs more than the input's own `min`: canvases of at least 64 px, and tiled VAE
 # tiles of at least 32 px (0 still means automatic).
 DEMO_MINIMUM = {("EmptyLatentImage", "width"): 64, ("EmptyLatentImage", "height"): 64,
@@ -75,7 +76,7 @@ def for_demo(prompt: dict, demo: dict, *, scale: float | None = None, steps: int
                 inputs[name] = scaled_px(int(value), scale, *pixel_inputs[(kind, name)])
             elif (kind, name) in step_inputs and steps is not None:
                 inputs[name] = min(int(value), steps)
-        if kind == "SaveImage" and prefix is not None:
+        if kind in SAVERS and prefix is not None:
             inputs["filename_prefix"] = prefix
     return out
 

@@ -402,6 +402,66 @@ def poster_demo(defs: Definitions) -> Graph:
     return g
 
 
+# --- the poster print: a latent chain streamed to a large file -------------------------------------
+
+PRINT_CHAIN_NOTE = """Each Chess Tile Redraw takes the previous one's latent and returns its own (latent to latent): the picture is never decoded between passes, and their image outputs are left unconnected, so none of them decodes it. Each pass doubles the sides and redraws {tile} px tiles in chess order at a lower denoise than the last ({denoises}): the first pass invents the most detail, the later ones refine it without changing the picture."""
+
+PRINT_SAVE_NOTE = """Save Large Image decodes the final latent tile by tile straight into a tiled, pyramidal BigTIFF in the output folder (Expanse/...tif): the picture is never held whole, so its size is bounded by disk, not RAM. It shows the overview here; open the file in a viewer that reads pyramidal TIFF (QuPath, vips, GIMP opens the full page), or the Deep Zoom .dzi in OpenSeadragon. Needs the tifffile package (pip install tifffile)."""
+
+
+PRINT_DENOISES = (0.45, 0.4, 0.35)  # the seeds' recipe: each 2x pass redraws a little less
+
+
+def _print(g: Graph, loader: Node, positive: str, negative: str, *, size: tuple[int, int], steps: int, cfg: float,
+           redraw_steps: int, redraw_cfg: float, tile: int, padding: int, feather: int, prefix: str) -> None:
+    """A picture drawn at `size`, three Chess Tile Redraw 2x passes latent to latent with denoise
+    falling 0.45 -> 0.4 -> 0.35, and Save Large Image."""
+    pos, neg = _prompts(g, loader["CLIP"], positive, negative)
+    latent = g.add("EmptyLatentImage", "Picture size", width=size[0], height=size[1], batch_size=1)
+    sample = g.add("KSampler", "Draw the picture", model=loader["MODEL"], seed=2024, steps=steps, cfg=cfg,
+                   sampler_name="dpmpp_2m", scheduler="karras", positive=pos["CONDITIONING"],
+                   negative=neg["CONDITIONING"], latent_image=latent["LATENT"], denoise=1.0)
+    chained = sample["LATENT"]
+    for i, denoise in enumerate(PRINT_DENOISES):
+        redraw = g.add("ExpanseChessTileRedraw", f"Chess Tile Redraw 2x, pass {i + 1} (latent)", model=loader["MODEL"],
+                       positive=pos["CONDITIONING"], negative=neg["CONDITIONING"], vae=loader["VAE"], latent=chained,
+                       upscale_by=2.0, seed=77 + i, steps=redraw_steps, cfg=redraw_cfg,
+                       sampler_name="dpmpp_2m", scheduler="karras", denoise=denoise, tile_width=tile, tile_height=tile,
+                       padding=padding, mask_feather=feather, tile_batch_size=4, redraw_order="chess", seam_fix="band",
+                       seam_fix_denoise=0.25, seam_fix_width=padding, seam_fix_feather=feather // 2)
+        if i == 0:
+            g.note(PRINT_CHAIN_NOTE.format(tile=tile, denoises=" -> ".join(f"{d:g}" for d in PRINT_DENOISES)),
+                   title="Three 2x passes", near=redraw)
+        chained = redraw["latent"]
+    save = g.add("ExpanseSaveLargeImage", samples=chained, vae=loader["VAE"], filename_prefix=prefix, vae_mode="auto",
+                 compression="deflate", deep_zoom=True)
+    g.note(PRINT_SAVE_NOTE, title="Save Large Image", near=save)
+
+
+def poster_print(defs: Definitions) -> Graph:
+    g = Graph("poster_print_large_tiff", defs)
+    g.note(f"""A 4096x6144 print with SD1.5 (35x52 cm at 300 dpi): a 512x768 picture, upscaled 2x three times by Chess Tile Redraw from latent to latent with falling denoise, saved by Save Large Image as a tiled, pyramidal BigTIFF (and a Deep Zoom picture) without ever holding the picture in memory.
+
+The same chain goes on to 8K-32K: add passes. Memory stays at the latent canvas plus a tile's work; the file grows on disk. Needs {SD15} in models/checkpoints: the frontend offers its download when it is missing. The "(demo model)" template of this technique runs the same nodes with no download.""",
+           title="About this workflow")
+    _print(g, _checkpoint(g, SD15),
+           "vintage travel poster of a mountain village above a turquoise lake, bold flat colours, art deco style, "
+           "dramatic clouds, clean shapes, screen print texture", NEGATIVE_SD15, size=(512, 768), steps=25, cfg=7.0,
+           redraw_steps=20, redraw_cfg=6.0, tile=512, padding=64, feather=32, prefix="Expanse/poster_print")
+    return g
+
+
+def poster_print_demo(defs: Definitions) -> Graph:
+    g = Graph("poster_print_demo", defs)
+    g.note("""The poster print on the demo model: a 96x128 picture, upscaled 2x three times by Chess Tile Redraw from latent to latent (192x256, 384x512, 768x1024) with denoise falling 0.45 -> 0.4 -> 0.35, saved by Save Large Image as a tiled, pyramidal BigTIFF and a Deep Zoom picture, decoded tile by tile straight into the files.
+
+""" + DEMO_ABOUT.format(other=f"{TITLES['poster_print_large_tiff']!r}", model="SD1.5"),
+           title="About this workflow")
+    _print(g, _demo_model(g), "a day sky with clouds over mountains and a forest", "", size=(96, 128), steps=12,
+           cfg=5.0, redraw_steps=4, redraw_cfg=5.0, tile=256, padding=32, feather=16, prefix="Expanse/poster_print_demo")
+    return g
+
+
 # --- latent upscale ----------------------------------------------------------------------------------
 
 UPSCALE_METHODS = ("lanczos", "bislerp", "bicubic", "nearest-exact")
@@ -550,6 +610,10 @@ TEMPLATES = {t.id: t for t in [
              "poster"),
     Template("poster_demo", "Poster (demo model) - progressive grow + chess redraw", poster_demo, "poster",
              demo=True),
+    Template("poster_print_large_tiff", "Poster Print (SD1.5) - 4096x6144 in three 2x passes, saved as a large TIFF",
+             poster_print, "print"),
+    Template("poster_print_demo", "Poster Print (demo model) - three 2x passes, saved as a large TIFF",
+             poster_print_demo, "print", demo=True),
     Template("latent_upscale_methods_grid", "Latent Upscale (SD1.5) - four methods compared", latent_upscale_grid,
              "upscale_methods"),
     Template("latent_upscale_demo", "Latent Upscale (demo model) - four methods compared", latent_upscale_demo,
@@ -600,6 +664,9 @@ DEMO_RUNS = {
     "poster_progressive_chess_redraw": {
         "prompts": {"Positive prompt": "a sunset sky with a sun and clouds over mountains and a lake"},
         "scale": 4, "steps": 12},
+    "poster_print_large_tiff": {  # 1/6: the final picture (704x1024) is its own overview
+        "prompts": {"Positive prompt": "a day sky with clouds over mountains and a forest"},
+        "scale": 6, "steps": 12},
     "latent_upscale_methods_grid": {
         "prompts": {"Positive prompt": "red and white checks"}, "scale": 4, "steps": 20},
     "tiled_vae_roundtrip": {

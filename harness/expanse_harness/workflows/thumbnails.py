@@ -7,6 +7,8 @@ what its technique does rather than only its result:
     upscale          before (the input, resized plainly) | after (the redraw), split in the middle,
                      with the redraw's tile grid in chess colours on the after half
     poster           composition, grown stage and the redrawn result (with its tile grid), in a row
+    print            the picture and each 2x pass's result in a row, the saved file's overview last
+                     (with the last pass's tile grid)
     upscale_methods  the middle of each method's upscale, enlarged, in a labelled 2x2 grid
     tiled_vae        original | round trip (tile grid drawn over it), and their difference, amplified
 
@@ -368,6 +370,31 @@ def _poster_draw(card: Card, run: Run, full: dict, pictures: dict) -> None:
                     last_grid=lambda rect, scale: _draw_chess(card, rect, scale, tiles))
 
 
+def _print_capture(run: Run) -> None:
+    run.save("base", run.inputs(run.node("ExpanseChessTileRedraw"))["latent"], latent=True)
+    for i, node in enumerate(run.nodes("ExpanseChessTileRedraw")[:-1]):
+        run.save(f"pass{i + 1}", [node, 1], latent=True)
+    run.save("result", [run.node("ExpanseSaveLargeImage"), 0])
+
+
+def _print_draw(card: Card, run: Run, full: dict, pictures: dict) -> None:
+    redraws = run.nodes("ExpanseChessTileRedraw")
+    base = full[run.node("EmptyLatentImage")]["inputs"]
+    factors = [1.0]
+    for node in redraws:
+        factors.append(factors[-1] * full[node]["inputs"]["upscale_by"])
+    final = _px(round(base["width"] * factors[-1]), round(base["height"] * factors[-1]))
+    card.heading("Poster Print", f"{len(redraws)} chess redraws, latent to latent, streamed to a large TIFF")
+    result = pictures["result"][0]
+    stages = [pictures["base"][0]] + [pictures[f"pass{i + 1}"][0] for i in range(len(redraws) - 1)] + [result]
+    labels = ["base"] + [f"{f:g}x" for f in factors[1:-1]] + [f"{factors[-1]:g}x: {final}"]
+    tiles = _chess_grid(run, redraws[-1], result)
+    _row_of_growing(card, stages, labels, TOP, BOTTOM - 26,
+                    last_grid=lambda rect, scale: _draw_chess(card, rect, scale, tiles))
+    card.label("saved tile by tile: pyramidal BigTIFF + Deep Zoom", (SIDE // 2, BOTTOM - 6), size=18, anchor="md",
+               plate=None, colour=ACCENT)
+
+
 def _methods_capture(run: Run) -> None:
     for node in run.nodes("ExpanseLatentUpscaleAdvanced"):
         method = run.inputs(node)["upscale_method"]
@@ -437,6 +464,7 @@ TECHNIQUES = {
     "regions": (_regions_capture, _regions_draw),
     "upscale": (_upscale_capture, _upscale_draw),
     "poster": (_poster_capture, _poster_draw),
+    "print": (_print_capture, _print_draw),
     "upscale_methods": (_methods_capture, _methods_draw),
     "tiled_vae": (_vae_capture, _vae_draw),
 }
