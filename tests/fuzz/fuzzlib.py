@@ -164,6 +164,17 @@ def chess_prompt() -> dict:
     return prompt
 
 
+def save_large_prompt() -> dict:
+    """The 128x64 picture's latent saved by SaveLargeImage (its overview saved by SaveImage)."""
+    prompt = base_prompt(128, 64)
+    del prompt["decode"]
+    prompt["large"] = {"class_type": "ExpanseSaveLargeImage",
+                       "inputs": {"samples": ["sample", 0], "vae": ["model", 2], "filename_prefix": "fuzz/large",
+                                  "vae_mode": "auto", "compression": "deflate", "deep_zoom": False}}
+    prompt["save"]["inputs"]["images"] = ["large", 0]
+    return prompt
+
+
 def region_prompt(tiled: bool = True) -> dict:
     """A foreground region on the right half of a 128x64 canvas, sampled through TiledDiffusion."""
     prompt = tiled_prompt() if tiled else base_prompt(128, 64)
