@@ -251,6 +251,15 @@ def _lanczos_taps(size_in: int, size_out: int, *, antialias: bool, lobes: int) -
     return taps.long().clamp(0, size_in - 1), weights
 
 
+def lanczos_taps(size_in: int, size_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """What `resample(..., "lanczos")` reads along one axis: for each output pixel the input
+    pixels (out, taps) and their weights, so a caller can resample any window of the output from
+    the window of the input it needs (core.pixel_upscale). Equal sizes: the identity, one tap."""
+    if size_in == size_out:
+        return torch.arange(size_out).unsqueeze(1), torch.ones(size_out, 1, dtype=torch.float64)
+    return _lanczos_taps(size_in, size_out, antialias=True, lobes=LANCZOS_LOBES)
+
+
 def lanczos_matrix(size_in: int, size_out: int, *, antialias: bool = True, lobes: int = LANCZOS_LOBES,
                    dtype=torch.float32, device=None) -> torch.Tensor:
     """The (size_out, size_in) Lanczos resampling matrix (what `resample` applies, tap by tap):

@@ -284,11 +284,11 @@ class _Runner:
 
 
 def steps_per_sample(program: Program, height: int, width: int, tile_px: int, fast: bool,
-                     sample: "Sample | None" = None) -> int:
+                     sample: "Sample | None" = None, padding_px: int = 0) -> int:
     """Units of work (progress ticks) for one sample of the given input size: exact mode's, fast
-    mode's (fast) or sampled mode's (a sample given)."""
+    mode's (fast) or sampled mode's (a sample given, with its padding)."""
     if sample is not None:
-        crops = len(sample_boxes(program, height, width, sample))
+        crops = len(sample_crops(program, height, width, sample, _padding_in(program, padding_px))[1])
         return crops * _estimate_ticks(program) + len(_fast_boxes(program, height, width, tile_px))
     if fast:
         return 1 + len(_fast_boxes(program, height, width, tile_px))
@@ -515,6 +515,19 @@ def sample_boxes(program: Program, height: int, width: int, sample: Sample) -> l
     return [(Box(y0, y1, x0, x1).scaled(g), wy * wx) for y0, y1, wy in rows for x0, x1, wx in cols]
 
 
+def sample_crops(program: Program, height: int, width: int, sample: Sample,
+                 pad_in: int) -> tuple[list[Box], list[Box], list[float]]:
+    """(inner boxes, crops, weights) of a sample of an input of height x width, crops padded by
+    pad_in (input grid). Where the padded crops would take more area than the input itself, one
+    crop, the whole input, instead: exact statistics, for less work and memory."""
+    inner, weights = zip(*sample_boxes(program, height, width, sample))
+    crops = [box.grown(pad_in, height, width) for box in inner]
+    if sum(c.height * c.width for c in crops) >= height * width:
+        whole = Box(0, height, 0, width)
+        return [whole], [whole], [1.0]
+    return list(inner), crops, list(weights)
+
+
 def _estimate_ticks(program: Program) -> int:
     """Progress ticks estimate_stats gives per crop: one per pass run (two for attention); the
     last pass needs only its input's statistics."""
@@ -565,8 +578,7 @@ def estimate_stats(program: Program, crops: Sequence[torch.Tensor], inner: Seque
 def sample_parked_bytes(program: Program, height: int, width: int, sample: Sample, padding_px: int,
                         dtype: torch.dtype) -> int:
     """The most memory estimate_stats's activations take at once for a sample of an input of height x width."""
-    pad_in = _padding_in(program, padding_px)
-    crops = [box.grown(pad_in, height, width) for box, _ in sample_boxes(program, height, width, sample)]
+    _, crops, _ = sample_crops(program, height, width, sample, _padding_in(program, padding_px))
     return sum(parked_bytes(program, c.height, c.width, dtype) for c in crops)
 
 
@@ -580,8 +592,7 @@ def run_sampled(program: Program, x: torch.Tensor, sink: Sink, *, tile_px: int, 
     for b in range(x.shape[0]):
         s = x[b]
         height, width = s.shape[-2:]
-        inner, weights = zip(*sample_boxes(program, height, width, sample))
-        crops = [box.grown(pad_in, height, width) for box in inner]
+        inner, crops, weights = sample_crops(program, height, width, sample, pad_in)
         stats = estimate_stats(program, [s[:, c.y0:c.y1, c.x0:c.x1] for c in crops],
                                [box.relative_to(c) for box, c in zip(inner, crops)], device=device, dtype=dtype,
                                weights=weights, park_device=park_device, tick=tick)

@@ -13,7 +13,7 @@ from ..runtime import vae as runtime_vae
 from ..runtime.checks import checked_entry
 from ..runtime.compat import node_schema
 from ..runtime.host import CATEGORY, output_read, sampling_inputs
-from ..runtime.redraw import Redraw, upscaled_canvas
+from ..runtime.redraw import LATENT_LANCZOS, LATENT_RESIZES, Redraw, upscaled_canvas
 
 NODE = "ChessTileRedraw"
 
@@ -72,7 +72,8 @@ class ChessTileRedraw(io.ComfyNode):
                                 tooltip="Or a latent to upscale, e.g. from Progressive Grow Sampler."),
                 io.UpscaleModel.Input("upscale_model", optional=True,
                                       tooltip="An upscale model (ESRGAN...) for the pixel resize; without it, "
-                                              "float lanczos."),
+                                              "float lanczos. With a latent, the latent is decoded, upscaled and "
+                                              "encoded tile by tile (never a whole picture in memory)."),
                 io.Combo.Input("vae_mode", options=list(runtime_vae.AUTO_MODES), default=runtime_vae.AUTO, optional=True,
                                tooltip="How the one encode and decode run (see Tiled VAE Decode). auto: exact on a GPU "
                                        "with room for its activations; otherwise exact up to 2048x2048 px while "
@@ -80,6 +81,11 @@ class ChessTileRedraw(io.ComfyNode):
                                        "all of that range), else local_attention (linear time, close to exact) "
                                        "up to 4096x4096, sampled above (memory bounded by a full-resolution sample "
                                        "and the tile)."),
+                io.Combo.Input("latent_resize", options=LATENT_RESIZES, default=LATENT_LANCZOS, optional=True,
+                               tooltip="How a latent input is resized. latent lanczos: in latent space (fast). "
+                                       "pixels: decoded, resized with float lanczos in pixels and encoded, tile by "
+                                       "tile, never the whole picture (sharper; costs a decode and an encode). An "
+                                       "upscale_model takes the pixel route either way."),
             ],
             outputs=[io.Image.Output("redrawn_image", display_name="image",
                                      tooltip="The redrawn picture, decoded only when something reads it (at poster "
@@ -94,7 +100,7 @@ class ChessTileRedraw(io.ComfyNode):
                 sampler_name="euler", scheduler="normal", denoise=0.35, tile_width=512, tile_height=512,
                 padding=64, mask_feather=32, tile_batch_size=4, redraw_order=cr.CHESS, seam_fix=cr.SEAMS_NONE,
                 seam_fix_denoise=0.3, seam_fix_width=64, seam_fix_feather=16, vae_mode=runtime_vae.AUTO, image=None,
-                latent=None, upscale_model=None) -> io.NodeOutput:
+                latent=None, upscale_model=None, latent_resize=LATENT_LANCZOS) -> io.NodeOutput:
         if image is None and latent is None:
             raise ValueError(f"{NODE}: connect an image or a latent to upscale")
         if image is not None and latent is not None:
@@ -102,7 +108,7 @@ class ChessTileRedraw(io.ComfyNode):
         if latent is not None and latent["samples"].ndim != 4:
             raise ValueError(f"{NODE}: latent has shape {tuple(latent['samples'].shape)}; the redraw takes an image "
                              "latent (batch, channels, height, width), not a video's")
-        canvas = upscaled_canvas(NODE, image, latent, vae, upscale_by, upscale_model, vae_mode)
+        canvas = upscaled_canvas(NODE, image, latent, vae, upscale_by, upscale_model, vae_mode, latent_resize)
         if canvas.shape[1] != vae.latent_channels:
             raise ValueError(f"{NODE}: the latent has {canvas.shape[1]} channels but the vae takes "
                              f"{vae.latent_channels}; connect the VAE of the model the latent came from")

@@ -1,25 +1,41 @@
 """Ultimate-SD-Upscale-style redraw as ComfyUI runs it (core.chess_redraw has the geometry): the
-picture upscaled once and encoded once with the tiled VAE, then redrawn in latent space batch by
-batch. Each batch of tiles is one sampling run over the tiles' context regions, with the paste mask
+picture upscaled once and encoded once with the tiled VAE (a latent upscaled in latent space, or in
+pixels tile by tile: core.pixel_upscale), then redrawn in latent space batch by batch. Each batch of tiles is one sampling run over the tiles' context regions, with the paste mask
 as the noise mask (only the feathered tile changes) and the conditioning cut to each region
 (tile_conds); each result is pasted back through its own region-sized mask.
 """
 from __future__ import annotations
 
 import torch
+import comfy.model_management as mm
 import comfy.sample
 
 from ..core import chess_redraw as cr
 from ..core import latent_resample as lr
+from ..core import tiled_vae
+from ..core.pixel_upscale import PixelRoute
+from ..core.vae_program import UnsupportedVAE
 from ..core.tiling import crop, snap, tile_batches
 from . import vae as runtime_vae
 from .host import progress_ticker
 from .tile_conds import ConditioningTiles, ControlCache
 
+# How a LATENT input is resized: appended, never reordered (saved workflows keep their values).
+LATENT_LANCZOS, PIXELS = "latent lanczos", "pixels"
+LATENT_RESIZES = [LATENT_LANCZOS, PIXELS]
+# Source pixels an upscale model reads around each window on the pixel route (its context), and
+# the context decoded and encoded around each window (the tiled VAE nodes' padding defaults).
+MODEL_MARGIN_PX = 16
+DECODE_PADDING_PX, ENCODE_PADDING_PX = 96, 64
 
-def upscaled_canvas(node: str, image, latent, vae, upscale_by: float, upscale_model, vae_mode: str) -> torch.Tensor:
+
+def upscaled_canvas(node: str, image, latent, vae, upscale_by: float, upscale_model, vae_mode: str,
+                    latent_resize: str = LATENT_LANCZOS) -> torch.Tensor:
     """The latent of the picture upscaled once: an IMAGE is resized in pixels (by the upscale model,
-    or float lanczos) and encoded with the tiled VAE; a LATENT is resized with float lanczos."""
+    or float lanczos) and encoded with the tiled VAE; a LATENT is resized with float lanczos, or, with
+    an upscale model or latent_resize "pixels", in pixels tile by tile (pixel_route)."""
+    if latent_resize not in LATENT_RESIZES:
+        raise ValueError(f"{node}: latent_resize is {latent_resize!r}; it must be one of {', '.join(LATENT_RESIZES)}")
     ratio = vae.spacial_compression_encode()
     if image is not None:
         pixels = image.movedim(-1, 1)
@@ -33,7 +49,51 @@ def upscaled_canvas(node: str, image, latent, vae, upscale_by: float, upscale_mo
         return runtime_vae.encode(node, vae, pixels.movedim(1, -1), mode=vae_mode)
     z = latent["samples"]
     height, width = snap(z.shape[-2] * upscale_by, 1), snap(z.shape[-1] * upscale_by, 1)
+    if upscale_model is not None or latent_resize == PIXELS:
+        return pixel_route(node, z, vae, (height, width), upscale_model)
     return lr.resample(z, height, width, "lanczos")
+
+
+def _enlarge_with(upscale_model):
+    """The upscale model as core.pixel_upscale's enlarge: (C, h, w) pixels in, scaled pixels out."""
+    from comfy_extras.nodes_upscale_model import ImageUpscaleWithModel
+
+    def enlarge(pixels: torch.Tensor) -> torch.Tensor:
+        image = pixels.movedim(0, -1).unsqueeze(0)
+        return ImageUpscaleWithModel.execute(upscale_model, image).result[0][0].movedim(-1, 0).float().cpu()
+    return enlarge
+
+
+def pixel_route(node: str, z: torch.Tensor, vae, target_hw: tuple[int, int], upscale_model) -> torch.Tensor:
+    """z upscaled to target_hw (latent pixels) in pixel space, tile by tile (core.pixel_upscale):
+    never a picture of the whole canvas. Statistics from the sampled estimator, tiles and padding as
+    the tiled VAE's sampled mode has them; an fp16 overflow is redone in float32."""
+    if z.shape[1] != vae.latent_channels:
+        raise ValueError(f"{node}: latent has {z.shape[1]} channels but the vae takes {vae.latent_channels}; "
+                         "connect the VAE of the model the latent came from")
+    try:
+        decoder = runtime_vae.compile_program(vae, "decoder")
+        encoder = runtime_vae.compile_program(vae, "encoder")
+    except UnsupportedVAE as e:
+        raise ValueError(f"{node}: a latent resized in pixels is decoded and encoded tile by tile, and this VAE's "
+                         f"architecture is not one the tiled path understands ({e}); set latent_resize to "
+                         f"{LATENT_LANCZOS!r} and disconnect upscale_model, or connect the image instead") from e
+    factor = int(getattr(upscale_model, "scale", 1)) if upscale_model is not None else 1
+    route = PixelRoute(decoder, encoder, to_pixels=lambda t: vae.process_output(t),
+                       from_pixels=lambda t: vae.process_input(t),
+                       enlarge=_enlarge_with(upscale_model) if upscale_model is not None else None,
+                       factor=factor, margin_px=MODEL_MARGIN_PX if upscale_model is not None else 0,
+                       decode_padding_px=DECODE_PADDING_PX, encode_padding_px=ENCODE_PADDING_PX,
+                       tile_px=runtime_vae.SAMPLED_TILE_PX, sample=runtime_vae.SAMPLE)
+    mm.load_models_gpu([vae.patcher])
+    dtype = vae.vae_dtype
+    source = z.to(mm.intermediate_device(), torch.float32)
+    while True:
+        tick = progress_ticker(z.shape[0] * route.steps(tuple(z.shape[-2:]), target_hw))
+        try:
+            return route.run(source, target_hw, device=vae.device, dtype=dtype, tick=tick)
+        except tiled_vae.NonFiniteActivation:
+            dtype = runtime_vae.float32_after_overflow(node, dtype)
 
 
 class Redraw:

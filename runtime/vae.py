@@ -103,13 +103,24 @@ def exact_parks_on_device(vae, height_px: int, width_px: int, which: str) -> boo
     return park_device(program, h, w, vae, tile, vae.vae_dtype) == vae.device
 
 
+def float32_after_overflow(node: str, dtype: torch.dtype) -> torch.dtype:
+    """The dtype to redo a run in after it overflowed (NonFiniteActivation) in dtype: float32, or a
+    ValueError where it already was float32 (the input itself is not finite)."""
+    if dtype == torch.float32:
+        raise ValueError(f"{node}: the VAE produced non-finite values even in float32; "
+                         "check the input for NaN or infinite values")
+    log.warning("%s: %s overflowed; recomputing in float32", node, dtype)
+    return torch.float32
+
+
 def _run(node: str, program: Program, x: torch.Tensor, sink, *, vae, tile: int, mode: str, padding: int) -> None:
     """Runs the program in the VAE's dtype; an fp16 overflow is redone in float32."""
     if mode not in MODES:
         raise ValueError(f"{node}: mode must be one of {', '.join(MODES)}, got {mode!r}")
     mm.load_models_gpu([vae.patcher])
     sample = SAMPLE if mode == "sampled" else None
-    steps = x.shape[0] * tiled_vae.steps_per_sample(program, x.shape[-2], x.shape[-1], tile, mode == "fast", sample)
+    steps = x.shape[0] * tiled_vae.steps_per_sample(program, x.shape[-2], x.shape[-1], tile, mode == "fast", sample,
+                                                    padding)
     dtype = vae.vae_dtype
     host = torch.device("cpu")
     may_park_on_device = True
@@ -133,11 +144,7 @@ def _run(node: str, program: Program, x: torch.Tensor, sink, *, vae, tile: int, 
                                     attention_margin_px=margin, park_device=park)
             return
         except tiled_vae.NonFiniteActivation:
-            if dtype == torch.float32:
-                raise ValueError(f"{node}: the VAE produced non-finite values even in float32; "
-                                 "check the input for NaN or infinite values")
-            log.warning("%s: %s overflowed; recomputing in float32", node, dtype)
-            dtype = torch.float32
+            dtype = float32_after_overflow(node, dtype)
         except torch.cuda.OutOfMemoryError:
             # Free memory is a snapshot: another process, or fragmentation, can take what it promised.
             if park.type == "cpu":

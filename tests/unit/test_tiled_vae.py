@@ -359,5 +359,5 @@ def test_sampled_mode_is_deterministic_and_ticks_as_planned():
     sample = Sample(per_side=3, crop_px=16)
     ticks = []
     first = sampled(model, z, tile_px=40, padding_px=8, sample=sample, tick=lambda: ticks.append(1))
-    assert len(ticks) == steps_per_sample(prog, 22, 26, 40, fast=False, sample=sample) > 9
+    assert len(ticks) == steps_per_sample(prog, 22, 26, 40, fast=False, sample=sample, padding_px=8) > 9
     assert torch.equal(first.out, sampled(model, z, tile_px=40, padding_px=8, sample=sample).out)
