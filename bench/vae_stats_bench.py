@@ -1,0 +1,266 @@
+"""Tiled VAE statistics for canvases beyond RAM: sampled mode (statistics pooled over a spread
+sample of full-resolution crops) and fast mode (statistics from a shrunken copy) against exact mode,
+on a 2048x2048 px scene: PSNR of the decoded picture (and of the encoded latent), time, peak RSS.
+
+VAEs: the demo model's (trained) and one of the SD1.5 architecture with seeded random weights.
+The latents are real: the exact encode of a drawn landscape (demo/scenes.py), not white noise.
+
+Every full run (exact, fast, sampled with the pack's SAMPLE) is a fresh process, so its peak RSS
+is its own. The sweep over sample sizes (lattices of 1..5 crops per side) runs in one process and
+separates the two sources of error: `stats` is the sampled statistics on exact mode's geometry
+(every pixel sees the whole picture), `padding` exact mode's statistics on sampled mode's padded
+tiles. On the SD1.5 VAE (minutes per decode on a CPU) the sweep's PSNR is measured on two 512 px
+output tiles (a corner and the centre) instead of the whole picture.
+
+    python bench/vae_stats_bench.py                       # demo and sd15, 2048 px
+    python bench/vae_stats_bench.py --vaes demo --size 1024
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+import tempfile
+import time
+
+import common  # bench/common.py (a script's own folder comes first on sys.path)
+
+SWEEP = [(1, 256), (2, 256), (3, 256), (4, 256), (5, 256)]
+COLUMNS = ["vae", "which", "method", "sample", "psnr_db", "psnr_stats_only_db", "psnr_padding_only_db",
+           "seconds", "peak_rss_gib", "status"]
+
+
+def _setup(vae_name: str, limit_gib: float):
+    watchdog = common.PeakRSS(int(limit_gib * 2 ** 30))
+    common.start_host()
+    import torch
+
+    torch.set_grad_enabled(False)
+    if vae_name == "demo":
+        from expanse.runtime.demo_model import WEIGHTS_DIR, load_demo
+
+        vae = load_demo(WEIGHTS_DIR / "expanse-demo.safetensors")[2]
+    else:
+        from expanse_harness import tiny_models
+
+        vae = tiny_models.full_size_vae(latent_channels=4, seed=0, device=None)
+    return watchdog, vae
+
+
+def picture(size: int):
+    """The scene every run encodes: a landscape with clouds, fields and a forest."""
+    import numpy as np
+    import torch
+
+    from expanse.demo import scenes
+
+    scene = scenes.sample_scene(np.random.default_rng(3))
+    return torch.from_numpy(scenes.draw(scene, size, size, np.random.default_rng(4))).unsqueeze(0)
+
+
+def worker(vae_name: str, which: str, method: str, size: int, tmp: str, limit_gib: float) -> None:
+    """One full run in this process: exact writes the reference (and, encoding, the latent the
+    decodes read); fast and sampled write their result."""
+    import numpy as np
+
+    watchdog, vae = _setup(vae_name, limit_gib)
+    import torch
+
+    from expanse.runtime import vae as rv
+
+    base = pathlib.Path(tmp) / vae_name
+    x = picture(size) if which == "encode" else {"samples": torch.from_numpy(np.load(f"{base}-latent.npy"))}
+    rss_before = watchdog.peak_bytes()
+    kw = {} if method == "exact" else dict(tile_size=rv.SAMPLED_TILE_PX, mode=method)
+    start = time.perf_counter()
+    if which == "encode":
+        out = rv.encode("bench", vae, x, **kw)
+    else:
+        out = rv.decode("bench", vae, x["samples"], **kw)
+    seconds = time.perf_counter() - start
+    np.save(f"{base}-{which}-{method}.npy", out.float().numpy())
+    if method == "exact" and which == "encode":
+        np.save(f"{base}-latent.npy", out.float().numpy())
+    print(json.dumps({"status": "ok", "seconds": seconds, "peak_rss_gib": watchdog.peak_bytes() / 2 ** 30,
+                      "rss_before_gib": rss_before / 2 ** 30}))
+
+
+def psnr(a, ref, which: str) -> float:
+    """Decoded pictures: PSNR with peak 1 (RGB in 0..1). Latents: peak = the exact latent's range."""
+    import numpy as np
+
+    a, ref = np.asarray(a, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    peak = 1.0 if which == "decode" else float(ref.max() - ref.min())
+    mse = float(((a - ref) ** 2).mean())
+    return round(10 * math.log10(peak ** 2 / mse), 2) if mse > 0 else float("inf")
+
+
+def sweep(vae_name: str, which: str, size: int, tmp: str, limit_gib: float, subset: bool) -> None:
+    """Sampled statistics of every lattice in SWEEP, each measured on exact mode's geometry and on
+    sampled mode's tiles, and exact statistics on sampled mode's tiles; one JSON row per line."""
+    import numpy as np
+
+    _, vae = _setup(vae_name, limit_gib)
+    import torch
+
+    from expanse.core import tiled_vae as tv
+    from expanse.core.tiling import Box
+    from expanse.runtime import vae as rv
+
+    base = pathlib.Path(tmp) / vae_name
+    cpu, f32 = torch.device("cpu"), torch.float32
+    if which == "decode":
+        program, x = rv.compile_program(vae, "decoder"), torch.from_numpy(np.load(f"{base}-latent.npy"))[0]
+        padding, finish = 96, lambda t: vae.process_output(t.float())
+    else:
+        program = rv.compile_program(vae, "encoder")
+        x = vae.process_input(picture(size).movedim(-1, 1))[0]
+        padding, finish = 64, lambda t: t.float()
+    reference = np.load(f"{base}-{which}-exact.npy")
+    reference = reference.transpose(0, 3, 1, 2)[0] if which == "decode" else reference[0]
+    height, width = x.shape[-2:]
+    out_h, out_w = program.out_size(height, width)
+    scale = program.output_scale
+    tile_px = 512  # the sweep's tiles, on the pixel side
+    tile_in = int(tile_px / program.pixel_scale)
+    if subset:  # a corner tile and the centre tile: where the border and the inside are
+        c = (height // tile_in // 2) * tile_in
+        boxes = [Box(0, tile_in, 0, tile_in), Box(c, c + tile_in, c, c + tile_in)]
+    else:
+        boxes = [Box(0, height, 0, width)]
+    pad_in = tv._padding_in(program, padding)
+
+    def padded_tiles(stats):
+        """Sampled mode's tiles (tile_out with padding, frozen statistics) over the evaluated boxes."""
+        pieces = []
+        for area in boxes:
+            out_area = area.scaled(scale)
+            out = torch.zeros(program.out_channels, out_area.height, out_area.width)
+            for box in tv._fast_boxes(program, area.height, area.width, tile_px):
+                box = Box(box.y0 + area.y0, box.y1 + area.y0, box.x0 + area.x0, box.x1 + area.x0)
+                crop = box.grown(pad_in, height, width)
+                y = tv.run_frozen(program, x[:, crop.y0:crop.y1, crop.x0:crop.x1], stats, device=cpu, dtype=f32)
+                local, dst = box.relative_to(crop).scaled(scale), box.relative_to(area).scaled(scale)
+                out[:, dst.y0:dst.y1, dst.x0:dst.x1] = y[:, local.y0:local.y1, local.x0:local.x1]
+            pieces.append(out)
+        return pieces
+
+    def exact_geometry(stats):
+        """The statistics given, on exact mode's geometry (streamed, no padding): their error alone."""
+        out = torch.zeros(program.out_channels, out_h, out_w)
+
+        def sink(box, y):
+            out[:, box.y0:box.y1, box.x0:box.x1] = y
+        tv._Runner(program, device=cpu, dtype=f32, park_device=cpu, tile_px=256, frozen=stats).run(x, sink)
+        return [out[:, a.y0:a.y1, a.x0:a.x1] for a in (b.scaled(scale) for b in boxes)]
+
+    def score(pieces) -> float:
+        ours = np.concatenate([finish(p).numpy().reshape(p.shape[0], -1) for p in pieces], axis=1)
+        ref = np.concatenate([reference[:, a.y0:a.y1, a.x0:a.x1].reshape(reference.shape[0], -1)
+                              for a in (b.scaled(scale) for b in boxes)], axis=1)
+        return psnr(ours, ref, which)
+
+    exact_stats: dict = {}
+    tv._Runner(program, device=cpu, dtype=f32, park_device=cpu, tile_px=256, record=exact_stats).run(x, lambda *a: None)
+    print(json.dumps({"method": "exact statistics, sampled tiles", "psnr_padding_only_db": score(padded_tiles(exact_stats))}),
+          flush=True)
+    for per_side, crop_px in SWEEP:
+        sample = tv.Sample(per_side=per_side, crop_px=crop_px, border_px=rv.SAMPLE.border_px)
+        inner, weights = zip(*tv.sample_boxes(program, height, width, sample))
+        crops = [b.grown(pad_in, height, width) for b in inner]
+        start = time.perf_counter()
+        stats = tv.estimate_stats(program, [x[:, c.y0:c.y1, c.x0:c.x1] for c in crops],
+                                  [b.relative_to(c) for b, c in zip(inner, crops)], weights=weights,
+                                  device=cpu, dtype=f32)
+        seconds = time.perf_counter() - start
+        row = {"method": "sampled (sweep)", "sample": f"{per_side}x{per_side} x {crop_px} px",
+               "psnr_db": score(padded_tiles(stats)), "seconds": f"{seconds:.1f} (estimate)"}
+        if not subset:
+            row["psnr_stats_only_db"] = score(exact_geometry(stats))
+        print(json.dumps(row), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vaes", nargs="+", default=["demo", "sd15"], choices=["demo", "sd15"])
+    parser.add_argument("--which", nargs="+", default=["decode", "encode"], choices=["decode", "encode"])
+    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--memory-limit-gib", type=float, default=20.0)
+    parser.add_argument("--tmp", help="folder for the intermediate arrays (default: a temporary one)")
+    parser.add_argument("--worker", nargs=4, metavar=("VAE", "WHICH", "METHOD", "TMP"))
+    parser.add_argument("--sweep", nargs=4, metavar=("VAE", "WHICH", "SUBSET", "TMP"))
+    args = parser.parse_args()
+    if args.worker:
+        worker(*args.worker[:3], args.size, args.worker[3], args.memory_limit_gib)
+        return
+    if args.sweep:
+        vae_name, which, subset, tmp = args.sweep
+        sweep(vae_name, which, args.size, tmp, args.memory_limit_gib, subset == "subset")
+        return
+
+    import numpy as np
+
+    common.start_host()  # for the pack's settings (workers run in their own processes)
+    from expanse.runtime import vae as rv
+
+    script = pathlib.Path(__file__).resolve()
+    rows: list[dict] = []
+    sample = rv.SAMPLE
+    default = f"{sample.per_side}x{sample.per_side} x {sample.crop_px} px"
+
+    def write():
+        common.write_results(
+            "vae_stats", rows, COLUMNS,
+            f"Tiled VAE statistics beyond RAM: sampled and fast against exact, {args.size}x{args.size} px",
+            notes=["picture: a drawn landscape (demo/scenes.py); decode: its exact latent, so the latents are real",
+                   "VAEs: demo = the demo model's (trained); sd15 = SD1.5 architecture, seeded random weights",
+                   f"fast and sampled: {rv.SAMPLED_TILE_PX} px tiles, padding 96 (decode) / 64 (encode); sampled "
+                   f"with the pack's SAMPLE ({default} crops inside {sample.border_px} px border bands)",
+                   "psnr_db against exact mode: decoded pictures with peak 1, latents with peak = the exact latent's "
+                   "range; full runs in fresh processes (peak RSS their own)",
+                   "sweep rows: psnr_stats_only_db = sampled statistics on exact geometry (the statistics' error "
+                   "alone); 'exact statistics, sampled tiles' = psnr_padding_only_db (the tiles' error alone); the "
+                   "sweep's tiles are 512 px (pixel side) with the same padding; on sd15 it is measured on two of "
+                   "them (a corner and the centre)"])
+
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.tmp or scratch
+        for vae_name in args.vaes:
+            for which in ["encode", "decode"]:  # the exact encode writes the latent the decodes read
+                methods = ["exact"] + (["sampled", "fast"] if which in args.which else [])
+                if which == "encode" and "encode" not in args.which and \
+                        (pathlib.Path(tmp) / f"{vae_name}-latent.npy").exists():
+                    continue
+                for method in methods:
+                    res = common.run_worker(script, [vae_name, which, method, tmp, "--size", str(args.size),
+                                                     "--memory-limit-gib", str(args.memory_limit_gib)], timeout=14400)
+                    print(f"{vae_name} {which} {method}: {res}", flush=True)
+                    row = {"vae": vae_name, "which": which, "method": method,
+                           "sample": default if method == "sampled" else "", "status": res["status"]}
+                    if res["status"] == "ok":
+                        row.update(seconds=round(res["seconds"], 1), peak_rss_gib=round(res["peak_rss_gib"], 2))
+                        if method != "exact":
+                            ref = np.load(f"{tmp}/{vae_name}-{which}-exact.npy")
+                            row["psnr_db"] = psnr(np.load(f"{tmp}/{vae_name}-{which}-{method}.npy"), ref, which)
+                    rows.append(row)
+                    write()
+                if which not in args.which:
+                    continue
+                subset = "subset" if vae_name == "sd15" else "whole"
+                import subprocess
+                import sys
+
+                proc = subprocess.Popen([sys.executable, str(script), "--sweep", vae_name, which, subset, tmp,
+                                         "--size", str(args.size), "--memory-limit-gib", str(args.memory_limit_gib)],
+                                        stdout=subprocess.PIPE, text=True)
+                for line in proc.stdout:
+                    if line.startswith("{"):
+                        rows.append({"vae": vae_name, "which": which, "status": "ok", **json.loads(line)})
+                        print(rows[-1], flush=True)
+                        write()
+                proc.wait()
+
+
+if __name__ == "__main__":
+    main()
