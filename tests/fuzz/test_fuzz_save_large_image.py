@@ -20,7 +20,7 @@ def deep_zoom(prompt: dict) -> dict:
 
 
 TABLE = Table("ExpanseSaveLargeImage", "large", save_large_prompt, [
-    Combo("vae_mode", ok=("exact", "fast", "local_attention")),
+    Combo("vae_mode", ok=("exact", "fast", "local_attention", "sampled")),
     Combo("compression", ok=("lzma", "none")),
     Tensor("samples", "LATENT", expect={"sd3_16ch": REFUSE}),
     Named("filename_prefix", "dotdot", prefix("../escape"), REFUSE, why="a folder above the output folder"),

@@ -5,7 +5,7 @@ from fuzzlib import Combo, Num, Table, table_tests, Tensor, encode_prompt
 
 TABLE = Table("ExpanseTiledVAEEncode", "encode", encode_prompt, [
     Num("tile_size", "INT", 0, 16384, 8, ok=(8, 36, 16384)),
-    Combo("mode", ok=("fast", "local_attention")),
+    Combo("mode", ok=("fast", "local_attention", "sampled")),
     Num("padding", "INT", 0, 1024, 8, ok=(12, 1024), settings={"mode": "fast"}),
     Tensor("pixels", "IMAGE"),
 ], unchecked={"vae": "VAE"})
