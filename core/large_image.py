@@ -23,14 +23,14 @@ Rows = Callable[[np.ndarray], None]  # a run of complete rows, the next ones dow
 
 class RowAssembler:
     """Collects tiles of a height x width x channels picture; every run of rows that is complete
-    from the top goes to `emit`. Holds only rows that are not complete yet (for tiles that come in
-    rows, one row of tiles)."""
+    from the top goes to `emit` (a view, not a copy). Holds only rows that are not complete yet
+    (for tiles that come in rows, one row of tiles), in chunks as the tiles' rows first appear."""
 
     def __init__(self, height: int, width: int, channels: int, emit: Rows):
         self.height, self.width, self.channels, self.emit = height, width, channels, emit
         self.top = 0  # rows above are emitted
-        self.buffer = np.zeros((0, width, channels), np.uint8)  # rows top .. top + len
-        self.filled = np.zeros(0, np.int64)  # pixels written in each buffered row
+        self.end = 0  # rows above have a chunk
+        self.chunks: list[tuple[int, np.ndarray, np.ndarray]] = []  # (first row, pixels, pixels written per row)
 
     def add(self, box: Box, tile: np.ndarray) -> None:
         if box.y0 < self.top or box.y1 > self.height or box.x0 < 0 or box.x1 > self.width:
@@ -38,19 +38,27 @@ class RowAssembler:
                              f"{self.width} px wide")
         if tile.shape != (box.height, box.width, self.channels):
             raise ValueError(f"tile of shape {tile.shape} for box {box}")
-        grow = box.y1 - self.top - len(self.buffer)
-        if grow > 0:
-            self.buffer = np.concatenate([self.buffer, np.zeros((grow, self.width, self.channels), np.uint8)])
-            self.filled = np.concatenate([self.filled, np.zeros(grow, np.int64)])
-        self.buffer[box.y0 - self.top:box.y1 - self.top, box.x0:box.x1] = tile
-        self.filled[box.y0 - self.top:box.y1 - self.top] += box.width
-        done = 0
-        while done < len(self.filled) and self.filled[done] >= self.width:
-            done += 1
-        if done:
-            rows, self.buffer, self.filled = self.buffer[:done], self.buffer[done:].copy(), self.filled[done:]
+        if box.y1 > self.end:
+            rows = box.y1 - self.end
+            self.chunks.append((self.end, np.empty((rows, self.width, self.channels), np.uint8),
+                                np.zeros(rows, np.int64)))
+            self.end = box.y1
+        for start, pixels, filled in self.chunks:
+            y0, y1 = max(box.y0, start), min(box.y1, start + len(pixels))
+            if y0 < y1:
+                pixels[y0 - start:y1 - start, box.x0:box.x1] = tile[y0 - box.y0:y1 - box.y0]
+                filled[y0 - start:y1 - start] += box.width
+        while self.chunks:
+            start, pixels, filled = self.chunks[0]
+            done = int(np.argmin(filled >= self.width)) if (filled < self.width).any() else len(filled)
+            if done == 0:
+                break
+            if done == len(filled):
+                self.chunks.pop(0)
+            else:
+                self.chunks[0] = (start + done, pixels[done:], filled[done:])
             self.top += done
-            self.emit(rows)
+            self.emit(pixels[:done])
 
     @property
     def complete(self) -> bool:
@@ -60,30 +68,33 @@ class RowAssembler:
 class RowWindows:
     """Cuts a stream of rows (top to bottom, of a picture `height` rows high) into the windows
     `spans` names ((y0, y1) pairs, sorted, possibly overlapping): on_window(index, rows) for each
-    as soon as its rows are in. Keeps only rows that a later window still needs."""
+    as soon as its rows are in. Keeps (as views) only rows that a later window still needs."""
 
     def __init__(self, height: int, spans: Sequence[tuple[int, int]], on_window: Callable[[int, np.ndarray], None]):
         self.height, self.spans, self.on_window = height, list(spans), on_window
         self.next = 0  # the next window to hand on
-        self.top = 0  # the first row kept
-        self.kept: list[np.ndarray] = []
-        self.kept_rows = 0
+        self.end = 0  # rows received
+        self.chunks: list[tuple[int, np.ndarray]] = []  # (first row, rows) kept
+
+    @property
+    def kept_rows(self) -> int:
+        return self.end - self.chunks[0][0] if self.chunks else 0
 
     def add(self, rows: np.ndarray) -> None:
-        self.kept.append(rows)
-        self.kept_rows += len(rows)
-        while self.next < len(self.spans) and self.spans[self.next][1] <= self.top + self.kept_rows:
+        self.chunks.append((self.end, rows))
+        self.end += len(rows)
+        while self.next < len(self.spans) and self.spans[self.next][1] <= self.end:
             y0, y1 = self.spans[self.next]
-            whole = np.concatenate(self.kept) if len(self.kept) > 1 else self.kept[0]
-            self.kept, self.kept_rows = [whole], len(whole)
-            self.on_window(self.next, whole[y0 - self.top:y1 - self.top])
+            parts = [rows[max(y0, start) - start:min(y1, start + len(rows)) - start]
+                     for start, rows in self.chunks if start < y1 and start + len(rows) > y0]
+            self.on_window(self.next, parts[0] if len(parts) == 1 else np.concatenate(parts))
             self.next += 1
             keep_from = self.spans[self.next][0] if self.next < len(self.spans) else self.height
-            drop = min(max(0, keep_from - self.top), len(whole))
-            if drop:
-                self.kept = [whole[drop:].copy()]
-                self.kept_rows = len(whole) - drop
-                self.top += drop
+            while self.chunks and self.chunks[0][0] + len(self.chunks[0][1]) <= keep_from:
+                self.chunks.pop(0)
+            if self.chunks and self.chunks[0][0] < keep_from:
+                start, kept = self.chunks[0]
+                self.chunks[0] = (keep_from, kept[keep_from - start:])
 
 
 def halved_size(height: int, width: int) -> tuple[int, int]:

@@ -34,8 +34,8 @@ class SaveLargeImage(io.ComfyNode):
                 io.Combo.Input("vae_mode", options=list(runtime_vae.AUTO_MODES), default=runtime_vae.AUTO,
                                tooltip="How the decode runs (see Tiled VAE Decode). auto: exact where its "
                                        "activations fit (small pictures, a GPU with room), local_attention up "
-                                       "to 4096x4096, fast above, whose memory does not grow with the picture. "
-                                       "exact and local_attention keep full-size activations in RAM."),
+                                       "to 4096x4096, sampled above, whose memory does not grow with the "
+                                       "picture. exact and local_attention keep full-size activations in RAM."),
                 io.Combo.Input("compression", options=list(large_image.COMPRESSIONS), default="deflate",
                                tooltip="deflate: lossless, fast, read by every TIFF reader (default). lzma: "
                                        "lossless, a little smaller, much slower. none: the largest file, the "

@@ -93,6 +93,14 @@ def save_target(node: str, filename_prefix: str, width: int, height: int) -> tup
     return folder, filename, counter, subfolder
 
 
+def _write_page(writer, tiles, height: int, width: int, options: dict, **extra) -> None:
+    """One page of tiles (rows of tiles, top to bottom) written by tifffile. It gathers buffersize
+    bytes of tiles before compressing them (256 MB by default): here one row of tiles."""
+    across = len(tile_spans(width, TIFF_TILE))
+    writer.write(tiles, shape=(height, width, 3), dtype=np.uint8, tile=(TIFF_TILE, TIFF_TILE), photometric="rgb",
+                 maxworkers=2, buffersize=TIFF_TILE * TIFF_TILE * 3 * across, **options, **extra)
+
+
 class _Aborted(Exception):
     pass
 
@@ -102,16 +110,15 @@ _ABORT = object()
 
 class _StreamedPage:
     """One TIFF page written by tifffile in a thread of its own, from tiles handed over with put()
-    in the file's order (rows of tiles, top to bottom). At most two rows of tiles wait."""
+    in the file's order (rows of tiles, top to bottom). At most a row of tiles waits."""
 
     def __init__(self, writer, height: int, width: int, options: dict):
         self.count = len(tile_spans(height, TIFF_TILE)) * len(tile_spans(width, TIFF_TILE))
         across = len(tile_spans(width, TIFF_TILE))
-        self.queue: queue.Queue = queue.Queue(maxsize=2 * across)
+        self.queue: queue.Queue = queue.Queue(maxsize=across)
         self.error: BaseException | None = None
-        row_bytes = TIFF_TILE * TIFF_TILE * 3 * across
         self.thread = threading.Thread(target=self._write, name="expanse-tiff-writer", daemon=True,
-                                       args=(writer, height, width, options, row_bytes))
+                                       args=(writer, height, width, options))
         self.thread.start()
 
     def _tiles(self):
@@ -121,11 +128,9 @@ class _StreamedPage:
                 raise _Aborted()
             yield item
 
-    def _write(self, writer, height, width, options, row_bytes) -> None:
+    def _write(self, writer, height, width, options) -> None:
         try:
-            # buffersize: tifffile gathers this much before compressing (256 MB by default).
-            writer.write(self._tiles(), shape=(height, width, 3), dtype=np.uint8, tile=(TIFF_TILE, TIFF_TILE),
-                         photometric="rgb", maxworkers=2, buffersize=row_bytes, **options)
+            _write_page(writer, self._tiles(), height, width, options)
         except BaseException as e:  # handed to the decode's thread, which raises it
             self.error = e
 
@@ -297,9 +302,7 @@ class LargeImageFile:
             spool.close()
         tick = progress_ticker(sum(len(tile_spans(s.height, TIFF_TILE)) for s in self.spools))
         for spool in self.spools:
-            self.writer.write(spool.tiles(tick), shape=(spool.height, spool.width, 3), dtype=np.uint8,
-                              tile=(TIFF_TILE, TIFF_TILE), photometric="rgb", subfiletype=1, maxworkers=2,
-                              **self.options)
+            _write_page(self.writer, spool.tiles(tick), spool.height, spool.width, self.options, subfiletype=1)
             os.remove(spool.path)
         self.writer.close()
         if self.deep_zoom:

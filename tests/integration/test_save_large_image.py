@@ -57,7 +57,7 @@ def files(folder):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
-@pytest.mark.parametrize("mode", ["fast", "exact"])
+@pytest.mark.parametrize("mode", ["fast", "exact", "sampled"])
 def test_streamed_save_equals_the_in_memory_decode(node, tiny_vae, output_dir, runtime, mode):
     import tifffile
 
