@@ -38,8 +38,8 @@ class SaveLargeImage(io.ComfyNode):
                                        "picture. exact and local_attention keep full-size activations in RAM."),
                 io.Combo.Input("compression", options=list(large_image.COMPRESSIONS), default="deflate",
                                tooltip="deflate: lossless, fast, read by every TIFF reader (default). lzma: "
-                                       "lossless, a little smaller, much slower. none: the largest file, the "
-                                       "fastest save."),
+                                       "lossless, a few percent smaller, about ten times slower. none: the largest "
+                                       "file, the fastest save."),
                 io.Boolean.Input("deep_zoom", default=False,
                                  tooltip="Also write a Deep Zoom picture (name.dzi and a name_files folder of "
                                          "256 px JPEG tiles at every zoom level) that web viewers such as "
