@@ -19,6 +19,16 @@ def nodes(comfy_nodes):
     return comfy_nodes.NODE_CLASS_MAPPINGS
 
 
+@pytest.fixture(scope="session")
+def pack_node_ids(comfy_nodes) -> list[str]:
+    """The ids of the node classes the pack's nodes package defines (what ComfyUI must register)."""
+    import expanse.nodes
+    from comfy_api.latest import io
+
+    return sorted(cls.define_schema().node_id for cls in vars(expanse.nodes).values()
+                  if isinstance(cls, type) and issubclass(cls, io.ComfyNode) and cls is not io.ComfyNode)
+
+
 @pytest.fixture(scope="module")
 def single_thread():
     """Ops on the tiny models take microseconds; with two threads on a busy 2-core machine each op
