@@ -72,21 +72,24 @@ def _resolve_tile(node: str, program: Program, tile_size: int, vae, size: tuple[
     return tile_size
 
 
-def park_device(program: Program, height: int, width: int, vae, tile: int, dtype: torch.dtype) -> torch.device:
-    """Where exact mode parks one sample's activations for an input of height x width."""
+def _park_where(vae, need) -> torch.device:
+    """The VAE's GPU where `need()` bytes fit in DEVICE_PARK_SHARE of its free memory, else host
+    memory; on a CPU the one device (need is not computed)."""
     if vae.device.type == "cpu":
         return vae.device
-    need = tiled_vae.parked_bytes(program, height, width, dtype) + tiled_vae.tile_working_bytes(program, tile, dtype)
-    return vae.device if need <= DEVICE_PARK_SHARE * mm.get_free_memory(vae.device) else torch.device("cpu")
+    return vae.device if need() <= DEVICE_PARK_SHARE * mm.get_free_memory(vae.device) else torch.device("cpu")
+
+
+def park_device(program: Program, height: int, width: int, vae, tile: int, dtype: torch.dtype) -> torch.device:
+    """Where exact mode parks one sample's activations for an input of height x width."""
+    return _park_where(vae, lambda: tiled_vae.parked_bytes(program, height, width, dtype)
+                       + tiled_vae.tile_working_bytes(program, tile, dtype))
 
 
 def sample_park_device(program: Program, height: int, width: int, vae, padding: int,
                        dtype: torch.dtype) -> torch.device:
     """Where sampled mode keeps its sample's activations while it estimates the statistics."""
-    if vae.device.type == "cpu":
-        return vae.device
-    need = tiled_vae.sample_parked_bytes(program, height, width, SAMPLE, padding, dtype)
-    return vae.device if need <= DEVICE_PARK_SHARE * mm.get_free_memory(vae.device) else torch.device("cpu")
+    return _park_where(vae, lambda: tiled_vae.sample_parked_bytes(program, height, width, SAMPLE, padding, dtype))
 
 
 def exact_parks_on_device(vae, height_px: int, width_px: int, which: str) -> bool:
