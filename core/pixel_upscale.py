@@ -7,8 +7,9 @@ are enlarged (an upscale model's fixed factor, given as a callable, then Lanczos
 size, with the taps of the whole-picture resize so the window matches it), and the tile (with the
 encoder's padding) is encoded with frozen encoder statistics; its inner part goes into the new
 latent. The statistics come from tiled_vae's sampled estimator: the decoder's over a sample of the
-source latent, the encoder's over a sample of the upscaled picture, whose crops are made the same
-way. Memory: the two latents and one tile's working set, whatever the size.
+source latent (guided by its shrunk copy), the encoder's over a sample of the upscaled picture,
+whose crops are made the same way. Memory: the two latents and one tile's working set, whatever
+the size.
 """
 from __future__ import annotations
 
@@ -50,12 +51,13 @@ class PixelRoute:
     def steps(self, source_hw: tuple[int, int], target_hw: tuple[int, int]) -> int:
         """Progress ticks of one sample: the decoder's estimate, the encoder's (one more per crop,
         for making its pixels) and one per tile."""
-        dec = len(tv.sample_crops(self.decoder, *source_hw, self.sample,
-                                  tv._padding_in(self.decoder, self.decode_padding_px))[1])
-        enc = len(tv.sample_crops(self.encoder, *self._target_px(target_hw), self.sample,
-                                  tv._padding_in(self.encoder, self.encode_padding_px))[1])
+        enc_pad = tv._padding_in(self.encoder, self.encode_padding_px)
+        dec = tv.sampled_ticks(self.decoder, *source_hw, self.sample,
+                               tv._padding_in(self.decoder, self.decode_padding_px), guided=True)
+        enc = tv.sampled_ticks(self.encoder, *self._target_px(target_hw), self.sample, enc_pad, guided=False)
+        crops = len(tv.sample_crops(self.encoder, *self._target_px(target_hw), self.sample, enc_pad)[1])
         tiles = len(tv._fast_boxes(self.encoder, *self._target_px(target_hw), self.tile_px))
-        return dec * tv._estimate_ticks(self.decoder) + enc * (1 + tv._estimate_ticks(self.encoder)) + tiles
+        return dec + enc + crops + tiles
 
     def _target_px(self, target_hw: tuple[int, int]) -> tuple[int, int]:
         return int(target_hw[0] / self.encoder.output_scale), int(target_hw[1] / self.encoder.output_scale)
@@ -82,13 +84,9 @@ class _Sample:
         self.cols = lanczos_taps(self.mid_px[1], target_px[1])
         self.dec_pad = tv._padding_in(dec, route.decode_padding_px)
         self.enc_pad = tv._padding_in(route.encoder, route.encode_padding_px)
-        self.dec_stats = self._stats(dec, *z.shape[-2:], lambda c: z[:, c.y0:c.y1, c.x0:c.x1], self.dec_pad)
-
-    def _stats(self, program: Program, height: int, width: int, crop_of, pad: int) -> tv.GroupStats:
-        """program's statistics from the sample's crops of a height x width input, made by crop_of."""
-        inner, crops, weights = tv.sample_crops(program, height, width, self.route.sample, pad)
-        return tv.estimate_stats(program, [crop_of(c) for c in crops], [b.relative_to(c) for b, c in zip(inner, crops)],
-                                 weights=weights, device=self.device, dtype=self.dtype, tick=self.tick)
+        self.dec_stats = tv.sampled_stats(dec, *z.shape[-2:], route.sample, self.dec_pad,
+                                          lambda c: z[:, c.y0:c.y1, c.x0:c.x1], whole=z, device=device, dtype=dtype,
+                                          tick=tick)
 
     def _pixels(self, window: Box) -> torch.Tensor:
         """The upscaled picture's pixels in window (target pixel grid), as the encoder takes them."""
@@ -124,7 +122,9 @@ class _Sample:
                 self.tick()
             return pixels
 
-        enc_stats = self._stats(enc, height, width, crop_of, self.enc_pad)
+        # The upscaled picture never exists whole, so the encoder's sample has no guide.
+        enc_stats = tv.sampled_stats(enc, height, width, route.sample, self.enc_pad, crop_of, device=self.device,
+                                     dtype=self.dtype, tick=self.tick)
         out_scale = enc.output_scale
         for box in tv._fast_boxes(enc, height, width, route.tile_px):
             crop = box.grown(self.enc_pad, height, width)

@@ -18,9 +18,12 @@ estimated and convolutions near a tile's edge see padding instead of their neigh
 Sampled mode estimates the statistics from the picture at full resolution instead: a lattice of
 crops spread evenly over the canvas, each with context padding, runs pass by pass in lockstep, and
 every GroupNorm's statistics are pooled over the inner parts (padding excluded) of all crops
-(estimate_stats). Then every tile runs independently with those statistics frozen, as in fast
-mode (run_frozen). Memory is bounded by the sample (as exact mode on a picture of the sample's
-total area) and the tile, whatever the canvas size.
+(estimate_stats). A shrunken copy of the whole input runs beside them as a control variate: the
+statistics are the copy's, corrected by how the crops differ from the copy at their places, so
+the layout comes from the copy and the full-resolution detail from the crops. Then every tile
+runs independently with those statistics frozen, as in fast mode (run_frozen). Memory is bounded
+by the sample and the copy (as exact mode on a picture of their total area) and the tile,
+whatever the canvas size.
 """
 from __future__ import annotations
 
@@ -80,9 +83,13 @@ class _Parked:
 
 def _group_stats(sums: torch.Tensor, sumsq: torch.Tensor, pixels: int, groups: int):
     """A GroupNorm's (mean, variance) per group from per-channel sums over `pixels` pixels."""
-    count = pixels * (sums.shape[0] // groups)
-    mean = sums.view(groups, -1).sum(1) / count
-    var = (sumsq.view(groups, -1).sum(1) / count - mean * mean).clamp_min(0)
+    return _moment_stats(sums / pixels, sumsq / pixels, groups)
+
+
+def _moment_stats(first: torch.Tensor, second: torch.Tensor, groups: int):
+    """A GroupNorm's (mean, variance) per group from per-channel means of x and of x²."""
+    mean = first.view(groups, -1).mean(1)
+    var = (second.view(groups, -1).mean(1) - mean * mean).clamp_min(0)
     if not (torch.isfinite(mean).all() and torch.isfinite(var).all()):
         raise NonFiniteActivation("an activation overflowed")
     return mean, var
@@ -288,8 +295,8 @@ def steps_per_sample(program: Program, height: int, width: int, tile_px: int, fa
     """Units of work (progress ticks) for one sample of the given input size: exact mode's, fast
     mode's (fast) or sampled mode's (a sample given, with its padding)."""
     if sample is not None:
-        crops = len(sample_crops(program, height, width, sample, _padding_in(program, padding_px))[1])
-        return crops * _estimate_ticks(program) + len(_fast_boxes(program, height, width, tile_px))
+        return (sampled_ticks(program, height, width, sample, _padding_in(program, padding_px), True)
+                + len(_fast_boxes(program, height, width, tile_px)))
     if fast:
         return 1 + len(_fast_boxes(program, height, width, tile_px))
     total = 0
@@ -381,17 +388,23 @@ def auto_tile_px(program: Program, free_bytes: int, dtype: torch.dtype) -> int:
     return int(min(2048, max(step * 4, side // step * step)))
 
 
+def _shrunk_size(height: int, width: int, program: Program, target_px: int) -> tuple[int, int]:
+    """The input size of a copy whose pixel side covers about target_px x target_px (the input's
+    own size where it is no larger)."""
+    factor = math.sqrt(height * width) * float(program.pixel_scale) / target_px
+    if factor <= 1:
+        return height, width
+    g = input_granularity(program)
+    return max(g, round(height / factor / g) * g), max(g, round(width / factor / g) * g)
+
+
 def _shrunk(x: torch.Tensor, program: Program, target_px: int) -> torch.Tensor:
     """x resized so its pixel side covers about target_px x target_px; nearest keeps each
     value's distribution, which is what the statistics are estimated from."""
-    height, width = x.shape[-2:]
-    factor = math.sqrt(height * width) * float(program.pixel_scale) / target_px
-    if factor <= 1:
+    size = _shrunk_size(*x.shape[-2:], program, target_px)
+    if size == tuple(x.shape[-2:]):
         return x
-    g = input_granularity(program)
-    h = max(g, round(height / factor / g) * g)
-    w = max(g, round(width / factor / g) * g)
-    return F.interpolate(x.unsqueeze(0), size=(h, w), mode="nearest-exact").squeeze(0)
+    return F.interpolate(x.unsqueeze(0), size=size, mode="nearest-exact").squeeze(0)
 
 
 def run_exact(program: Program, x: torch.Tensor, sink: Sink, *, tile_px: int, device, dtype,
@@ -470,11 +483,19 @@ class Sample:
     border bands are taken whole and per_side spans of crop_px are spread evenly over the rest
     (or partition it where they would cover it); the crops are the products of those spans, and
     each counts for the share of its stratum it stands for. Sizes are on the network's pixel side
-    (the decoder's output, the encoder's input)."""
+    (the decoder's output, the encoder's input).
+
+    guide_px: where the caller has the whole input, a copy of it shrunk to about guide_px x
+    guide_px runs beside the crops as a control variate: every statistic is the copy's over the
+    whole canvas, corrected by how the crops differ from the copy's same places (the mean by the
+    difference, the variance by the ratio). The copy sees the whole layout (sky here, forest
+    there) that a few crops miss; the crops see what a shrunk copy gets wrong (texture at full
+    resolution). 0: the crops alone."""
 
     per_side: int = 4
     crop_px: int = 256
     border_px: int = 64
+    guide_px: int = 1024
 
 
 def _lattice(length: int, count: int, side: int) -> list[tuple[int, int]]:
@@ -515,86 +536,153 @@ def sample_boxes(program: Program, height: int, width: int, sample: Sample) -> l
     return [(Box(y0, y1, x0, x1).scaled(g), wy * wx) for y0, y1, wy in rows for x0, x1, wx in cols]
 
 
-def sample_crops(program: Program, height: int, width: int, sample: Sample,
-                 pad_in: int) -> tuple[list[Box], list[Box], list[float]]:
+def sample_crops(program: Program, height: int, width: int, sample: Sample, pad_in: int,
+                 guided: bool = False) -> tuple[list[Box], list[Box], list[float]]:
     """(inner boxes, crops, weights) of a sample of an input of height x width, crops padded by
-    pad_in (input grid). Where the padded crops would take more area than the input itself, one
-    crop, the whole input, instead: exact statistics, for less work and memory."""
+    pad_in (input grid). One crop, the whole input, instead (exact statistics, for less work and
+    memory) where the padded crops would take more area than the input itself, or, guided, where
+    the input is no larger than the guide would be."""
+    whole = Box(0, height, 0, width)
+    if guided and sample.guide_px and _shrunk_size(height, width, program, sample.guide_px) == (height, width):
+        return [whole], [whole], [1.0]
     inner, weights = zip(*sample_boxes(program, height, width, sample))
     crops = [box.grown(pad_in, height, width) for box in inner]
     if sum(c.height * c.width for c in crops) >= height * width:
-        whole = Box(0, height, 0, width)
         return [whole], [whole], [1.0]
     return list(inner), crops, list(weights)
 
 
-def _estimate_ticks(program: Program) -> int:
-    """Progress ticks estimate_stats gives per crop: one per pass run (two for attention); the
-    last pass needs only its input's statistics."""
-    return sum(2 if isinstance(p, AttentionPass) else 1 for p in program.passes[:-1])
+@dataclass
+class Guide:
+    """A shrunk copy of the whole input (C, h, w) and each sample crop's inner box on its grid."""
+
+    input: torch.Tensor
+    boxes: list[Box]
+
+
+def guide_for(program: Program, x: torch.Tensor, inner: Sequence[Box], sample: Sample) -> Guide | None:
+    """The guide of a sample of x (C, H, W) whose crops' inner boxes are `inner`; None where the
+    sample is the whole input or sample.guide_px is 0."""
+    height, width = x.shape[-2:]
+    if not sample.guide_px or (len(inner) == 1 and inner[0] == Box(0, height, 0, width)):
+        return None
+    shrunk = _shrunk(x, program, sample.guide_px)
+    h, w = shrunk.shape[-2:]
+    g = input_granularity(program)
+
+    def span(lo: int, hi: int, length: int, to: int) -> tuple[int, int]:
+        a, b = (min(to, round(v * to / length / g) * g) for v in (lo, hi))
+        return (a, b) if b > a else (min(a, to - g), min(a, to - g) + g)
+
+    return Guide(shrunk, [Box(*span(b.y0, b.y1, height, h), *span(b.x0, b.x1, width, w)) for b in inner])
+
+
+def _pooled_moments(buffers: Sequence[dict[str, _Parked]], name: str, boxes: Sequence[Box], weights: Sequence[float],
+                    scale: Fraction) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel means of x and x² of activation `name` over the boxes (input grid, scaled to
+    the activation's), each box's pixels counting `weight` times."""
+    sums = sumsq = 0
+    pixels = 0.0
+    for parked, box, weight in zip(buffers, boxes, weights):
+        area = box.scaled(scale)
+        s1, s2 = _channel_sums(parked[name].data[:, area.y0:area.y1, area.x0:area.x1])
+        sums, sumsq = sums + weight * s1, sumsq + weight * s2
+        pixels += weight * area.height * area.width
+    return sums / pixels, sumsq / pixels
 
 
 def estimate_stats(program: Program, crops: Sequence[torch.Tensor], inner: Sequence[Box], *, device, dtype,
-                   weights: Sequence[float] | None = None, park_device=None, tick: Tick | None = None) -> GroupStats:
+                   weights: Sequence[float] | None = None, guide: Guide | None = None, park_device=None,
+                   tick: Tick | None = None) -> GroupStats:
     """Every GroupNorm's statistics pooled over the inner parts of full-resolution crops.
 
     crops: input crops (C, h, w), each with context around its inner box; inner: each crop's inner
     box relative to the crop, on the input grid and its granularity; weights: how much each crop's
-    pixels count (default 1 each: a plain pool). The crops run pass by pass in
-    lockstep, each pass normalising with the statistics pooled so far, so pass i's statistics come
-    from the inner parts of all crops as the network computed them. Memory: the crops' activations
-    (exact mode's parked activations for a picture of their total area), on park_device (default:
-    the compute device)."""
+    pixels count (default 1 each: a plain pool). The crops run pass by pass in lockstep, each pass
+    normalising with the statistics estimated so far, so pass i's statistics come from the inner
+    parts of all crops as the network computed them. guide (Sample.guide_px): a shrunk copy of the
+    whole input run beside them with its own statistics; each estimate is then the copy's, the
+    mean shifted by the crops' difference from the copy's same boxes and the variance scaled by
+    their ratio. Memory: the crops' and the guide's activations (exact mode's parked activations
+    for a picture of their total area), on park_device (default: the compute device)."""
     if len(crops) != len(inner) or not crops:
         raise ValueError("estimate_stats needs one inner box per crop, and at least one crop")
     stats: GroupStats = {}
+    guide_stats: GroupStats = {}
     park = park_device or device
     runner = _Runner(program, device=device, dtype=dtype, park_device=park, tile_px=None, frozen=stats, tick=tick)
+    guide_runner = _Runner(program, device=device, dtype=dtype, park_device=park, tile_px=None, frozen=guide_stats,
+                           tick=tick)
     scale_of = {program.input: Fraction(1), **{p.dst: program.scales[i] for i, p in enumerate(program.passes)}}
     buffers = [{program.input: _Parked(crop.to(park), None, None)} for crop in crops]
+    guide_buffer = [{program.input: _Parked(guide.input.to(park), None, None)}] if guide is not None else []
     weights = [1.0] * len(crops) if weights is None else weights
     last = len(program.passes) - 1
     for index, p in enumerate(program.passes):
         if p.norm is not None:
-            sums = sumsq = 0
-            pixels = 0.0
-            for parked, box, weight in zip(buffers, inner, weights):
-                area = box.scaled(scale_of[p.src])
-                s1, s2 = _channel_sums(parked[p.src].data[:, area.y0:area.y1, area.x0:area.x1])
-                sums, sumsq = sums + weight * s1, sumsq + weight * s2
-                pixels += weight * area.height * area.width
-            stats[index] = _group_stats(sums, sumsq, pixels, p.norm.groups)
+            scale, groups = scale_of[p.src], p.norm.groups
+            mean, var = _moment_stats(*_pooled_moments(buffers, p.src, inner, weights, scale), groups)
+            if guide is not None:
+                whole = guide.input.shape[-2:]
+                guide_stats[index] = _moment_stats(
+                    *_pooled_moments(guide_buffer, p.src, [Box(0, whole[0], 0, whole[1])], [1.0], scale), groups)
+                there_mean, there_var = _moment_stats(
+                    *_pooled_moments(guide_buffer * len(inner), p.src, guide.boxes, weights, scale), groups)
+                guide_mean, guide_var = guide_stats[index]
+                mean = guide_mean + (mean - there_mean)
+                var = torch.where(there_var > 0, var * guide_var / there_var.clamp_min(1e-30), var)
+            stats[index] = (mean, var)
         if index == last:
             break
-        for parked in buffers:
-            run_pass = runner._conv_pass if isinstance(p, ConvPass) else runner._attention_pass
-            dst = run_pass(index, p, parked, None)
+        for parked in buffers + guide_buffer:
+            run = guide_runner if guide_buffer and parked is guide_buffer[0] else runner
+            dst = (run._conv_pass if isinstance(p, ConvPass) else run._attention_pass)(index, p, parked, None)
             for name in program.last_reads[index]:
                 del parked[name]
             parked[p.dst] = dst
     return stats
 
 
+def sampled_stats(program: Program, height: int, width: int, sample: Sample, pad_in: int,
+                  crop_of: Callable[[Box], torch.Tensor], *, whole: torch.Tensor | None = None, device, dtype,
+                  park_device=None, tick: Tick | None = None) -> GroupStats:
+    """Sampled mode's statistics of an input of height x width: its sample's crops (padded by
+    pad_in, made by crop_of) and, where the caller has the whole input, its guide."""
+    inner, crops, weights = sample_crops(program, height, width, sample, pad_in, guided=whole is not None)
+    guide = guide_for(program, whole, inner, sample) if whole is not None else None
+    return estimate_stats(program, [crop_of(c) for c in crops], [box.relative_to(c) for box, c in zip(inner, crops)],
+                          weights=weights, guide=guide, device=device, dtype=dtype, park_device=park_device, tick=tick)
+
+
+def sampled_ticks(program: Program, height: int, width: int, sample: Sample, pad_in: int, guided: bool) -> int:
+    """Progress ticks sampled_stats gives: one per pass run per crop and for the guide (two for
+    attention); the last pass needs only its input's statistics."""
+    inner, crops, _ = sample_crops(program, height, width, sample, pad_in, guided)
+    runs = len(crops) + (1 if guided and sample.guide_px and len(crops) > 1 else 0)
+    return runs * sum(2 if isinstance(p, AttentionPass) else 1 for p in program.passes[:-1])
+
+
 def sample_parked_bytes(program: Program, height: int, width: int, sample: Sample, padding_px: int,
-                        dtype: torch.dtype) -> int:
-    """The most memory estimate_stats's activations take at once for a sample of an input of height x width."""
-    _, crops, _ = sample_crops(program, height, width, sample, _padding_in(program, padding_px))
-    return sum(parked_bytes(program, c.height, c.width, dtype) for c in crops)
+                        dtype: torch.dtype, guided: bool = True) -> int:
+    """The most memory sampled_stats's activations take at once for an input of height x width
+    (guided: with the guide, which run_sampled always has)."""
+    inner, crops, _ = sample_crops(program, height, width, sample, _padding_in(program, padding_px), guided)
+    total = sum(parked_bytes(program, c.height, c.width, dtype) for c in crops)
+    if guided and sample.guide_px and len(crops) > 1:
+        total += parked_bytes(program, *_shrunk_size(height, width, program, sample.guide_px), dtype)
+    return total
 
 
 def run_sampled(program: Program, x: torch.Tensor, sink: Sink, *, tile_px: int, padding_px: int, device, dtype,
                 sample: Sample = Sample(), tick: Tick | None = None, park_device=None) -> None:
-    """Sampled tiled run: statistics pooled over a spread sample of full-resolution crops
-    (estimate_stats, activations on park_device, default the compute device), then padded tiles
-    run independently with them frozen. Memory is bounded by the sample and the tile, whatever the
-    canvas size."""
+    """Sampled tiled run: statistics estimated from a spread sample of full-resolution crops guided
+    by a shrunk copy of the whole (sampled_stats, activations on park_device, default the compute
+    device), then padded tiles run independently with them frozen. Memory is bounded by the
+    sample, the guide and the tile, whatever the canvas size."""
     pad_in = _padding_in(program, padding_px)
     for b in range(x.shape[0]):
         s = x[b]
-        height, width = s.shape[-2:]
-        inner, crops, weights = sample_crops(program, height, width, sample, pad_in)
-        stats = estimate_stats(program, [s[:, c.y0:c.y1, c.x0:c.x1] for c in crops],
-                               [box.relative_to(c) for box, c in zip(inner, crops)], device=device, dtype=dtype,
-                               weights=weights, park_device=park_device, tick=tick)
+        stats = sampled_stats(program, *s.shape[-2:], sample, pad_in, lambda c, s=s: s[:, c.y0:c.y1, c.x0:c.x1],
+                              whole=s, device=device, dtype=dtype, park_device=park_device, tick=tick)
         _frozen_tiles(program, s, b, stats, sink, tile_px=tile_px, pad_in=pad_in, device=device, dtype=dtype,
                       tick=tick)

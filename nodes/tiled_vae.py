@@ -40,8 +40,9 @@ class TiledVAEDecode(io.ComfyNode):
                          "padding pixels around it: linear time, very close to exact (for 4K and up). fast: estimates "
                          "the statistics from a shrunken copy and decodes padded tiles independently; memory "
                          "bounded by the tile, visible differences are possible. sampled: like fast, with the "
-                         "statistics from a spread sample of full-resolution crops: much closer to exact, memory "
-                         "bounded by the sample and the tile whatever the size (for canvases beyond RAM).",
+                         "statistics from a spread sample of full-resolution crops correcting a shrunken copy of "
+                         "the whole: much closer to exact, memory bounded by the sample and the tile whatever the "
+                         "size (for canvases beyond RAM).",
                     padding=96,
                     padding_tooltip="fast and sampled modes: context in output pixels decoded around each tile (and "
                                     "each sampled crop) and thrown away. "
@@ -80,8 +81,8 @@ class TiledVAEEncode(io.ComfyNode):
                          "square of the area. local_attention: exact statistics, each tile attends to itself and "
                          "padding pixels around it: linear time, very close to exact. fast: estimated statistics and "
                          "independent padded tiles; memory bounded by the tile. sampled: like fast, with the "
-                         "statistics from a spread sample of full-resolution crops: closer to exact, memory bounded "
-                         "by the sample and the tile.",
+                         "statistics from a spread sample of full-resolution crops correcting a shrunken copy of "
+                         "the whole: closer to exact, memory bounded by the sample and the tile.",
                     padding=64,
                     padding_tooltip="fast and sampled modes: context in input pixels encoded around each tile. "
                                     "local_attention: "

@@ -178,7 +178,8 @@ LOCAL_ATTENTION_TILE_PX, LOCAL_ATTENTION_MARGIN_PX = 256, 256
 FAST_TILE_PX = 1024
 SAMPLED_TILE_PX = 1024
 # sampled mode's statistics: a 4 x 4 lattice of 256 px crops inside 64 px border bands (each with
-# the run's padding), pooled with the weights of their strata (core.tiled_vae.Sample).
+# the run's padding), pooled with the weights of their strata, correcting a copy of the whole
+# shrunk to 1024 px (core.tiled_vae.Sample).
 SAMPLE = tiled_vae.Sample(per_side=4, crop_px=256, border_px=64)
 
 

@@ -255,7 +255,7 @@ def test_a_latent_resized_in_pixels_tile_by_tile_equals_the_whole_picture_route(
 
     sizes.clear()
     monkeypatch.setattr(runtime_vae, "SAMPLED_TILE_PX", 64)
-    monkeypatch.setattr(runtime_vae, "SAMPLE", tiled_vae.Sample(per_side=1, crop_px=32, border_px=8))
+    monkeypatch.setattr(runtime_vae, "SAMPLE", tiled_vae.Sample(per_side=1, crop_px=32, border_px=8, guide_px=64))
     monkeypatch.setattr(runtime_redraw, "DECODE_PADDING_PX", 16)
     monkeypatch.setattr(runtime_redraw, "ENCODE_PADDING_PX", 16)
     tiled = runtime_redraw.pixel_route("test", z, vae, (32, 32), None)

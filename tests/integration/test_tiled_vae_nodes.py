@@ -136,7 +136,7 @@ def test_sampled_mode_is_close_to_exact(node, tiny_vae, monkeypatch):
 
     samples = latent(height=20, width=24)
     exact = decode(node, tiny_vae, samples, tile_size=96)
-    monkeypatch.setattr(module, "SAMPLE", tiled_vae.Sample(per_side=2, crop_px=32, border_px=16))
+    monkeypatch.setattr(module, "SAMPLE", tiled_vae.Sample(per_side=2, crop_px=32, border_px=16, guide_px=96))
     ours = decode(node, tiny_vae, samples, tile_size=96, mode="sampled", padding=32)
     assert ours.shape == exact.shape == (1, 160, 192, 3) and ours.dtype == exact.dtype == torch.float32
     assert 1e-4 < rel_l2(ours, exact) < 0.2  # random weights, a white-noise latent: the worst case

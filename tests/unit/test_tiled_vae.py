@@ -269,12 +269,12 @@ def stats_error(estimate, exact):
     return worst
 
 
-def estimate(prog, x, boxes, pad):
+def estimate(prog, x, boxes, pad, guide=None):
     """estimate_stats over the sample boxes (with their weights) of x, each crop padded by pad."""
     h, w = x.shape[-2:]
     crops = [box.grown(pad, h, w) for box, _ in boxes]
     return estimate_stats(prog, [x[:, c.y0:c.y1, c.x0:c.x1] for c in crops],
-                          [box.relative_to(c) for (box, _), c in zip(boxes, crops)],
+                          [box.relative_to(c) for (box, _), c in zip(boxes, crops)], guide=guide,
                           weights=[weight for _, weight in boxes], device=torch.device("cpu"), dtype=torch.float32)
 
 
@@ -299,11 +299,11 @@ def test_sampled_mode_is_close_and_covers_every_pixel_once():
     model = randomize(Autoencoder())
     z = torch.randn(2, 4, 22, 26, generator=torch.Generator().manual_seed(5))
     whole = model.decode(z)
-    sink = sampled(model, z, tile_px=40, padding_px=24, sample=Sample(per_side=2, crop_px=24))
+    sink = sampled(model, z, tile_px=40, padding_px=24, sample=Sample(per_side=2, crop_px=24, guide_px=96))
     assert (sink.writes == 1).all()
     assert 0 < rel_l2(sink.out, whole) < 0.25
     x = torch.rand(1, 3, 88, 104, generator=torch.Generator().manual_seed(2)) * 2 - 1
-    sink = sampled(model, x, "encoder", tile_px=32, padding_px=16, sample=Sample(per_side=3, crop_px=16))
+    sink = sampled(model, x, "encoder", tile_px=32, padding_px=16, sample=Sample(per_side=3, crop_px=16, guide_px=48))
     assert (sink.writes == 1).all() and rel_l2(sink.out, model.encode(x)) < 0.5
 
 
@@ -321,6 +321,45 @@ def test_sampled_statistics_come_from_full_resolution():
     assert sum(b.height * b.width for b, _ in boxes) < 96 * 96 / 4  # under a quarter of the canvas
     ours = estimate(prog, x, boxes, 8)
     assert stats_error(ours, exact) < 0.3 < 1.0 < stats_error(shrunk, exact)  # measured: 0.23 and 2.8
+
+
+def test_a_guide_at_full_resolution_corrects_the_sample_to_exact():
+    """The guide's algebra: a copy of the canvas at full resolution (no shrink) run beside a sample
+    that misses most of it gives exact mode's statistics, the copy's whole-canvas ones corrected by
+    crops that, seeing the whole canvas through their padding, equal the copy where they lie; the
+    crops alone are far off. With the copy shrunk, the estimate is between."""
+    model = randomize(Autoencoder())
+    prog = compile_decoder(model)
+    z = torch.randn(4, 24, 28, generator=torch.Generator().manual_seed(6))
+    z[:, :, :9] += 2.0  # a layout: the left third brighter, which a central crop misses
+    sample = Sample(per_side=1, crop_px=32, border_px=8, guide_px=48)  # 96 x 112 px, halved
+    boxes = sample_boxes(prog, 24, 28, sample)
+    inner = [b for b, _ in boxes]
+    exact = recorded_stats(prog, z)
+    plain = stats_error(estimate(prog, z, boxes, 28), exact)
+    full = stats_error(estimate(prog, z, boxes, 28, tiled_vae.Guide(z, inner)), exact)
+    assert full < 1e-5 < 0.05 < plain
+    guide = tiled_vae.guide_for(prog, z, inner, sample)
+    assert guide.input.shape[-2:] == (11, 13) and len(guide.boxes) == len(inner)
+    for box, mapped in zip(inner, guide.boxes):  # the same places, to the nearest pixel of the copy
+        assert 0 <= mapped.y0 < mapped.y1 <= 11 and 0 <= mapped.x0 < mapped.x1 <= 13
+        assert abs(mapped.y0 - box.y0 * 11 / 24) <= 1 and abs(mapped.x1 - box.x1 * 13 / 28) <= 1
+    shrunk = stats_error(estimate(prog, z, boxes, 28, guide), exact)
+    print(f"stats error: crops {plain:.3f}, guided by a shrunk copy {shrunk:.3f}, by a full copy {full:.1e}")
+    assert shrunk < plain
+
+
+def test_sampled_stats_take_the_whole_canvas_where_the_guide_would_be_as_large():
+    model = randomize(Autoencoder())
+    prog = compile_decoder(model)
+    z = torch.randn(4, 12, 14, generator=torch.Generator().manual_seed(8))
+    sample = Sample(per_side=1, crop_px=16, border_px=8, guide_px=56)  # 48 x 56 px: no larger
+    inner, crops, weights = tiled_vae.sample_crops(prog, 12, 14, sample, 2, guided=True)
+    assert crops == inner == [Box(0, 12, 0, 14)] and weights == [1.0]
+    assert len(tiled_vae.sample_crops(prog, 12, 14, sample, 0)[1]) > 1  # without a guide: crops
+    stats = tiled_vae.sampled_stats(prog, 12, 14, sample, 2, lambda c: z[:, c.y0:c.y1, c.x0:c.x1], whole=z,
+                                    device=torch.device("cpu"), dtype=torch.float32)
+    assert stats_error(stats, recorded_stats(prog, z)) < 1e-5
 
 
 @pytest.mark.parametrize("which", ["encoder", "decoder"])
@@ -344,7 +383,7 @@ def test_sampled_memory_is_bounded_by_the_sample_and_the_tile(monkeypatch, which
         return parked
 
     monkeypatch.setattr(tiled_vae._Parked, "empty", staticmethod(track))
-    sample, tile, pad = Sample(per_side=2, crop_px=24, border_px=8), 64, 8
+    sample, tile, pad = Sample(per_side=2, crop_px=24, border_px=8, guide_px=64), 64, 8
     sampled(model, x, which, tile_px=tile, padding_px=pad, sample=sample)
     tile_in = (tile + 2 * pad) * h // 192
     bound = max(tiled_vae.sample_parked_bytes(prog, h, w, sample, pad, torch.float32),
@@ -356,7 +395,7 @@ def test_sampled_mode_is_deterministic_and_ticks_as_planned():
     model = randomize(Autoencoder())
     prog = compile_decoder(model)
     z = torch.randn(1, 4, 22, 26, generator=torch.Generator().manual_seed(7))
-    sample = Sample(per_side=3, crop_px=16)
+    sample = Sample(per_side=3, crop_px=16, guide_px=96)
     ticks = []
     first = sampled(model, z, tile_px=40, padding_px=8, sample=sample, tick=lambda: ticks.append(1))
     assert len(ticks) == steps_per_sample(prog, 22, 26, 40, fast=False, sample=sample, padding_px=8) > 9
