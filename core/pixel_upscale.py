@@ -51,12 +51,12 @@ class PixelRoute:
     def steps(self, source_hw: tuple[int, int], target_hw: tuple[int, int]) -> int:
         """Progress ticks of one sample: the decoder's estimate, the encoder's (one more per crop,
         for making its pixels) and one per tile."""
-        enc_pad = tv._padding_in(self.encoder, self.encode_padding_px)
+        enc_pad = tv.padding_in(self.encoder, self.encode_padding_px)
         dec = tv.sampled_ticks(self.decoder, *source_hw, self.sample,
-                               tv._padding_in(self.decoder, self.decode_padding_px), guided=True)
+                               tv.padding_in(self.decoder, self.decode_padding_px), guided=True)
         enc = tv.sampled_ticks(self.encoder, *self._target_px(target_hw), self.sample, enc_pad, guided=False)
         crops = len(tv.sample_crops(self.encoder, *self._target_px(target_hw), self.sample, enc_pad)[1])
-        tiles = len(tv._fast_boxes(self.encoder, *self._target_px(target_hw), self.tile_px))
+        tiles = len(tv.tile_boxes(self.encoder, *self._target_px(target_hw), self.tile_px))
         return dec + enc + crops + tiles
 
     def _target_px(self, target_hw: tuple[int, int]) -> tuple[int, int]:
@@ -82,8 +82,8 @@ class _Sample:
         self.mid_px = (self.source_px[0] * route.factor, self.source_px[1] * route.factor)
         self.rows = lanczos_taps(self.mid_px[0], target_px[0])
         self.cols = lanczos_taps(self.mid_px[1], target_px[1])
-        self.dec_pad = tv._padding_in(dec, route.decode_padding_px)
-        self.enc_pad = tv._padding_in(route.encoder, route.encode_padding_px)
+        self.dec_pad = tv.padding_in(dec, route.decode_padding_px)
+        self.enc_pad = tv.padding_in(route.encoder, route.encode_padding_px)
         self.dec_stats = tv.sampled_stats(dec, *z.shape[-2:], route.sample, self.dec_pad,
                                           lambda c: z[:, c.y0:c.y1, c.x0:c.x1], whole=z, device=device, dtype=dtype,
                                           tick=tick)
@@ -126,7 +126,7 @@ class _Sample:
         enc_stats = tv.sampled_stats(enc, height, width, route.sample, self.enc_pad, crop_of, device=self.device,
                                      dtype=self.dtype, tick=self.tick)
         out_scale = enc.output_scale
-        for box in tv._fast_boxes(enc, height, width, route.tile_px):
+        for box in tv.tile_boxes(enc, height, width, route.tile_px):
             crop = box.grown(self.enc_pad, height, width)
             y = tv.run_frozen(enc, self._pixels(crop), enc_stats, device=self.device, dtype=self.dtype)
             local, dst = box.relative_to(crop).scaled(out_scale), box.scaled(out_scale)

@@ -295,10 +295,10 @@ def steps_per_sample(program: Program, height: int, width: int, tile_px: int, fa
     """Units of work (progress ticks) for one sample of the given input size: exact mode's, fast
     mode's (fast) or sampled mode's (a sample given, with its padding)."""
     if sample is not None:
-        return (sampled_ticks(program, height, width, sample, _padding_in(program, padding_px), True)
-                + len(_fast_boxes(program, height, width, tile_px)))
+        return (sampled_ticks(program, height, width, sample, padding_in(program, padding_px), True)
+                + len(tile_boxes(program, height, width, tile_px)))
     if fast:
-        return 1 + len(_fast_boxes(program, height, width, tile_px))
+        return 1 + len(tile_boxes(program, height, width, tile_px))
     total = 0
     h, w = height, width
     for index, p in enumerate(program.passes):
@@ -336,9 +336,9 @@ def min_tile_px(program: Program) -> int:
     return int(4 * program.pixel_scale / smallest)
 
 
-def _fast_boxes(program: Program, height: int, width: int, tile_px: int) -> list[Box]:
-    """Fast mode's tiles on the input grid, their edges on the input's granularity so each tile's
-    output lands on whole output pixels."""
+def tile_boxes(program: Program, height: int, width: int, tile_px: int) -> list[Box]:
+    """Fast and sampled modes' tiles (and the pixel route's) on the input grid, their edges on the
+    input's granularity so each tile's output lands on whole output pixels."""
     g = input_granularity(program)
     tile = max(1, int(tile_px / program.pixel_scale) // g)
     return [box.scaled(g) for box in grid(height // g, width // g, tile, tile)]
@@ -426,7 +426,7 @@ def run_exact(program: Program, x: torch.Tensor, sink: Sink, *, tile_px: int, de
 ESTIMATE_MIN_PX = 512
 
 
-def _padding_in(program: Program, padding_px: int) -> int:
+def padding_in(program: Program, padding_px: int) -> int:
     """padding_px pixels as input-grid units, rounded up to the input's granularity."""
     g = input_granularity(program)
     return math.ceil(padding_px / float(program.pixel_scale) / g) * g if padding_px > 0 else 0
@@ -446,7 +446,7 @@ def _frozen_tiles(program: Program, sample: torch.Tensor, b: int, stats: GroupSt
     """Every tile of one sample run with padding and frozen statistics; the inner part to the sink."""
     out_scale = program.output_scale
     height, width = sample.shape[-2:]
-    for box in _fast_boxes(program, height, width, tile_px):
+    for box in tile_boxes(program, height, width, tile_px):
         crop = box.grown(pad_in, height, width)
         y = run_frozen(program, sample[:, crop.y0:crop.y1, crop.x0:crop.x1], stats, device=device, dtype=dtype)
         local = box.relative_to(crop).scaled(out_scale)
@@ -459,7 +459,7 @@ def run_fast(program: Program, x: torch.Tensor, sink: Sink, *, tile_px: int, pad
              tick: Tick | None = None) -> None:
     """Fast tiled run: statistics estimated from a shrunken copy, padded tiles run independently.
     Memory is bounded by max(tile, ESTIMATE_MIN_PX), whatever the canvas size."""
-    pad_in = _padding_in(program, padding_px)
+    pad_in = padding_in(program, padding_px)
     for b in range(x.shape[0]):
         sample = x[b]
         stats: GroupStats = {}
@@ -666,7 +666,7 @@ def sample_parked_bytes(program: Program, height: int, width: int, sample: Sampl
                         dtype: torch.dtype, guided: bool = True) -> int:
     """The most memory sampled_stats's activations take at once for an input of height x width
     (guided: with the guide, which run_sampled always has)."""
-    inner, crops, _ = sample_crops(program, height, width, sample, _padding_in(program, padding_px), guided)
+    inner, crops, _ = sample_crops(program, height, width, sample, padding_in(program, padding_px), guided)
     total = sum(parked_bytes(program, c.height, c.width, dtype) for c in crops)
     if guided and sample.guide_px and len(crops) > 1:
         total += parked_bytes(program, *_shrunk_size(height, width, program, sample.guide_px), dtype)
@@ -679,7 +679,7 @@ def run_sampled(program: Program, x: torch.Tensor, sink: Sink, *, tile_px: int, 
     by a shrunk copy of the whole (sampled_stats, activations on park_device, default the compute
     device), then padded tiles run independently with them frozen. Memory is bounded by the
     sample, the guide and the tile, whatever the canvas size."""
-    pad_in = _padding_in(program, padding_px)
+    pad_in = padding_in(program, padding_px)
     for b in range(x.shape[0]):
         s = x[b]
         stats = sampled_stats(program, *s.shape[-2:], sample, pad_in, lambda c, s=s: s[:, c.y0:c.y1, c.x0:c.x1],
