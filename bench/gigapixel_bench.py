@@ -216,6 +216,8 @@ def main() -> None:
     parser.add_argument("--vae-mode", default="auto", help="the redraw's and the save's vae_mode")
     parser.add_argument("--sd15", action="store_true", help="the SD1.5 UNet and VAE architectures (for a GPU)")
     parser.add_argument("--name", default="gigapixel")
+    parser.add_argument("--update", action="store_true",
+                        help="replace only these sizes' rows in the existing results, keep the others")
     parser.add_argument("--worker", nargs=4, metavar=("RESULT", "VAE_MODE", "SD15", "CHECK"))
     args = parser.parse_args()
     if args.worker:
@@ -226,21 +228,31 @@ def main() -> None:
     rows = []
     script = pathlib.Path(__file__).resolve()
     smallest = min(args.results)
+    done = {f"{px}x{px}" for px in args.results}
+    kept = []
+    if args.update:
+        path = common.RESULTS / f"{args.name}{'' if common.machine()['device'] == 'cpu' else '_gpu'}.json"
+        kept = [r for r in json.loads(path.read_text())["rows"] if r["result"] not in done] if path.exists() else []
     for result_px in args.results:
         res = common.run_worker(script, [str(result_px), args.vae_mode, "1" if args.sd15 else "0",
                                          "1" if result_px == smallest else "0"], timeout=4 * 3600)
         print(f"{result_px} px: {res}", flush=True)
         rows.append(_row(result_px, res))
         print(rows[-1], flush=True)
-    model = "SD1.5 UNet and VAE architectures (random weights)" if args.sd15 else "the demo model"
+        # After every size: a long run stopped part way keeps what it measured.
+        write(args.name, sorted(kept + rows, key=lambda r: int(r["result"].split("x")[0])), args.vae_mode, args.sd15)
+
+
+def write(name: str, rows: list[dict], vae_mode: str, sd15: bool) -> None:
+    model = "SD1.5 UNet and VAE architectures (random weights)" if sd15 else "the demo model"
     common.write_results(
-        args.name, rows, ["result", "megapixels", "seconds", "s_per_mp", "unet_s", "vae_s", "write_s", "other_s",
-                          "other_s_per_mp", "latent_mib", "rss_base_gib", "peak_redraw_gib", "peak_save_gib",
-                          "device_peak_gib", "file_mib", "model_calls", "readback", "status"],
+        name, rows, ["result", "megapixels", "seconds", "s_per_mp", "unet_s", "vae_s", "write_s", "other_s",
+                     "other_s_per_mp", "latent_mib", "rss_base_gib", "peak_redraw_gib", "peak_save_gib",
+                     "device_peak_gib", "file_mib", "model_calls", "readback", "status"],
         f"2x ChessTileRedraw, latent to latent, and its streamed save (Save Large Image), {model}",
         notes=[f"source: a {BASE_PX} px demo picture's latent resized (lanczos) to half the result; ChessTileRedraw "
                "upscale_by 2 with its latent input, 512 px tiles, 64 px padding, 32 px feather, 4 tiles per batch, "
-               f"1 step at denoise 0.35; Save Large Image with deflate; vae_mode {args.vae_mode} for both",
+               f"1 step at denoise 0.35; Save Large Image with deflate; vae_mode {vae_mode} for both",
                "rss_base_gib: the process after loading and warming up the model; peak_redraw_gib / peak_save_gib: "
                "the process's peak during each (VmHWM reset before each), so peak minus base is what the work takes",
                "unet_s: the UNet's calls; vae_s: the tiled VAE's runs less the time its tiles spend in the writer; "
