@@ -560,11 +560,16 @@ class Guide:
     boxes: list[Box]
 
 
+def _takes_guide(sample: Sample, inner: Sequence[Box], height: int, width: int) -> bool:
+    """Whether a sample with these inner boxes runs a guide: not where it is the whole input."""
+    return bool(sample.guide_px) and list(inner) != [Box(0, height, 0, width)]
+
+
 def guide_for(program: Program, x: torch.Tensor, inner: Sequence[Box], sample: Sample) -> Guide | None:
     """The guide of a sample of x (C, H, W) whose crops' inner boxes are `inner`; None where the
     sample is the whole input or sample.guide_px is 0."""
     height, width = x.shape[-2:]
-    if not sample.guide_px or (len(inner) == 1 and inner[0] == Box(0, height, 0, width)):
+    if not _takes_guide(sample, inner, height, width):
         return None
     shrunk = _shrunk(x, program, sample.guide_px)
     h, w = shrunk.shape[-2:]
@@ -658,7 +663,7 @@ def sampled_ticks(program: Program, height: int, width: int, sample: Sample, pad
     """Progress ticks sampled_stats gives: one per pass run per crop and for the guide (two for
     attention); the last pass needs only its input's statistics."""
     inner, crops, _ = sample_crops(program, height, width, sample, pad_in, guided)
-    runs = len(crops) + (1 if guided and sample.guide_px and len(crops) > 1 else 0)
+    runs = len(crops) + (1 if guided and _takes_guide(sample, inner, height, width) else 0)
     return runs * sum(2 if isinstance(p, AttentionPass) else 1 for p in program.passes[:-1])
 
 
@@ -668,7 +673,7 @@ def sample_parked_bytes(program: Program, height: int, width: int, sample: Sampl
     (guided: with the guide, which run_sampled always has)."""
     inner, crops, _ = sample_crops(program, height, width, sample, padding_in(program, padding_px), guided)
     total = sum(parked_bytes(program, c.height, c.width, dtype) for c in crops)
-    if guided and sample.guide_px and len(crops) > 1:
+    if guided and _takes_guide(sample, inner, height, width):
         total += parked_bytes(program, *_shrunk_size(height, width, program, sample.guide_px), dtype)
     return total
 

@@ -299,7 +299,7 @@ def test_sampled_mode_is_close_and_covers_every_pixel_once():
     model = randomize(Autoencoder())
     z = torch.randn(2, 4, 22, 26, generator=torch.Generator().manual_seed(5))
     whole = model.decode(z)
-    sink = sampled(model, z, tile_px=40, padding_px=24, sample=Sample(per_side=2, crop_px=24, guide_px=96))
+    sink = sampled(model, z, tile_px=40, padding_px=24, sample=Sample(per_side=2, crop_px=24, guide_px=48))
     assert (sink.writes == 1).all()
     assert 0 < rel_l2(sink.out, whole) < 0.25
     x = torch.rand(1, 3, 88, 104, generator=torch.Generator().manual_seed(2)) * 2 - 1
@@ -395,8 +395,12 @@ def test_sampled_mode_is_deterministic_and_ticks_as_planned():
     model = randomize(Autoencoder())
     prog = compile_decoder(model)
     z = torch.randn(1, 4, 22, 26, generator=torch.Generator().manual_seed(7))
-    sample = Sample(per_side=3, crop_px=16, guide_px=96)
+    sample = Sample(per_side=3, crop_px=16, guide_px=48)
     ticks = []
     first = sampled(model, z, tile_px=40, padding_px=8, sample=sample, tick=lambda: ticks.append(1))
     assert len(ticks) == steps_per_sample(prog, 22, 26, 40, fast=False, sample=sample, padding_px=8) > 9
     assert torch.equal(first.out, sampled(model, z, tile_px=40, padding_px=8, sample=sample).out)
+    ticks.clear()  # one crop inside the canvas, no border bands: a single crop that still takes a guide
+    lone = Sample(per_side=1, crop_px=16, border_px=0, guide_px=48)
+    sampled(model, z, tile_px=40, padding_px=8, sample=lone, tick=lambda: ticks.append(1))
+    assert len(ticks) == steps_per_sample(prog, 22, 26, 40, fast=False, sample=lone, padding_px=8)
