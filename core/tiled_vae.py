@@ -616,11 +616,13 @@ def estimate_stats(program: Program, crops: Sequence[torch.Tensor], inner: Seque
     guide_stats: GroupStats = {}
     park = park_device or device
     runner = _Runner(program, device=device, dtype=dtype, park_device=park, tile_px=None, frozen=stats, tick=tick)
-    guide_runner = _Runner(program, device=device, dtype=dtype, park_device=park, tile_px=None, frozen=guide_stats,
-                           tick=tick)
     scale_of = {program.input: Fraction(1), **{p.dst: program.scales[i] for i, p in enumerate(program.passes)}}
     buffers = [{program.input: _Parked(crop.to(park), None, None)} for crop in crops]
-    guide_buffer = [{program.input: _Parked(guide.input.to(park), None, None)}] if guide is not None else []
+    runs = [(runner, parked) for parked in buffers]  # every activation set with the runner that advances it
+    if guide is not None:
+        guide_parked = {program.input: _Parked(guide.input.to(park), None, None)}
+        runs.append((_Runner(program, device=device, dtype=dtype, park_device=park, tile_px=None,
+                             frozen=guide_stats, tick=tick), guide_parked))
     weights = [1.0] * len(crops) if weights is None else weights
     last = len(program.passes) - 1
     for index, p in enumerate(program.passes):
@@ -630,17 +632,16 @@ def estimate_stats(program: Program, crops: Sequence[torch.Tensor], inner: Seque
             if guide is not None:
                 whole = guide.input.shape[-2:]
                 guide_stats[index] = _moment_stats(
-                    *_pooled_moments(guide_buffer, p.src, [Box(0, whole[0], 0, whole[1])], [1.0], scale), groups)
-                there_mean, there_var = _moment_stats(
-                    *_pooled_moments(guide_buffer * len(inner), p.src, guide.boxes, weights, scale), groups)
+                    *_pooled_moments([guide_parked], p.src, [Box(0, whole[0], 0, whole[1])], [1.0], scale), groups)
+                there_mean, there_var = _moment_stats(  # the copy at the crops' places, weighted as they are
+                    *_pooled_moments([guide_parked] * len(inner), p.src, guide.boxes, weights, scale), groups)
                 guide_mean, guide_var = guide_stats[index]
                 mean = guide_mean + (mean - there_mean)
                 var = torch.where(there_var > 0, var * guide_var / there_var.clamp_min(1e-30), var)
             stats[index] = (mean, var)
         if index == last:
             break
-        for parked in buffers + guide_buffer:
-            run = guide_runner if guide_buffer and parked is guide_buffer[0] else runner
+        for run, parked in runs:
             dst = (run._conv_pass if isinstance(p, ConvPass) else run._attention_pass)(index, p, parked, None)
             for name in program.last_reads[index]:
                 del parked[name]
@@ -668,12 +669,12 @@ def sampled_ticks(program: Program, height: int, width: int, sample: Sample, pad
 
 
 def sample_parked_bytes(program: Program, height: int, width: int, sample: Sample, padding_px: int,
-                        dtype: torch.dtype, guided: bool = True) -> int:
-    """The most memory sampled_stats's activations take at once for an input of height x width
-    (guided: with the guide, which run_sampled always has)."""
-    inner, crops, _ = sample_crops(program, height, width, sample, padding_in(program, padding_px), guided)
+                        dtype: torch.dtype) -> int:
+    """The most memory run_sampled's statistics take at once for an input of height x width: the
+    sample's crops and the guide, which run_sampled always has."""
+    inner, crops, _ = sample_crops(program, height, width, sample, padding_in(program, padding_px), guided=True)
     total = sum(parked_bytes(program, c.height, c.width, dtype) for c in crops)
-    if guided and _takes_guide(sample, inner, height, width):
+    if _takes_guide(sample, inner, height, width):
         total += parked_bytes(program, *_shrunk_size(height, width, program, sample.guide_px), dtype)
     return total
 
