@@ -8,11 +8,12 @@ not here. Every mask is region-sized: pasting a tile touches its region only, ne
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
 
-from .tiling import Box, grid_rows
+from .tiling import Box, crop, grid_rows
 
 CHESS = "chess"
 LINEAR = "linear"
@@ -209,6 +210,65 @@ def _half_tile_pass(items, axis: str, feather: int, height: int, width: int, sha
             _profile(region.y0, region.y1, region.y0, region.y1, height, feather, inward=True)
         patches.append(Patch(key, region, region, shared(torch.outer(across_y, across_x))))
     return patches
+
+
+def footprint(patch: Patch) -> Box | None:
+    """The part of the canvas that pasting the patch can change (its mask's nonzero box), or None
+    when its mask is all zero."""
+    rows, cols = patch.mask.any(dim=1).nonzero(), patch.mask.any(dim=0).nonzero()
+    if len(rows) == 0:
+        return None
+    b = patch.region
+    return Box(b.y0 + int(rows[0]), b.y0 + int(rows[-1]) + 1, b.x0 + int(cols[0]), b.x0 + int(cols[-1]) + 1)
+
+
+def stale_boxes(patches: list[Patch]) -> list[list[Box]]:
+    """For each patch of a pass, the boxes of its region that other patches of the pass paste over
+    (their footprints, cut to the region): what a patch sampled after them would read changed.
+    In a chess pass they are the corners of a tile's context, where its diagonal neighbours' paste
+    ramps reach. Boxes are bucketed by region-sized cells: linear in the number of patches."""
+    if len(patches) < 2:
+        return [[] for _ in patches]
+    cell_h, cell_w = max(p.region.height for p in patches), max(p.region.width for p in patches)
+
+    def cells(b: Box):
+        return ((cy, cx) for cy in range(b.y0 // cell_h, (b.y1 - 1) // cell_h + 1)
+                for cx in range(b.x0 // cell_w, (b.x1 - 1) // cell_w + 1))
+
+    pasted: dict[tuple[int, int], list[tuple[int, Box]]] = defaultdict(list)
+    for i, patch in enumerate(patches):
+        box = footprint(patch)
+        if box is not None:
+            for cell in cells(box):
+                pasted[cell].append((i, box))
+    stale = []
+    for i, patch in enumerate(patches):
+        r = patch.region
+        found = {(j, f) for cell in cells(r) for j, f in pasted.get(cell, ()) if j != i}
+        cut = (Box(max(r.y0, f.y0), min(r.y1, f.y1), max(r.x0, f.x0), min(r.x1, f.x1)) for _, f in sorted(found))
+        stale.append([b for b in cut if b.y0 < b.y1 and b.x0 < b.x1])
+    return stale
+
+
+class PassSource:
+    """The canvas as a pass found it, read region by region while the pass pastes into the canvas
+    itself: the few boxes of each region that other patches paste over (stale_boxes) are kept
+    aside when the pass starts and put back into the region when it is read. A chess pass at the
+    usual settings keeps the corners of each context, 7% of the canvas, not a latent-sized copy."""
+
+    def __init__(self, canvas: torch.Tensor, patches: list[Patch]):
+        self.canvas, self.patches = canvas, patches
+        self.kept = [[(box, crop(canvas, box).clone()) for box in boxes] for boxes in stale_boxes(patches)]
+
+    def read(self, index: int) -> torch.Tensor:
+        """Patch `index`'s region as the pass found it (a new tensor); each patch is read once, so
+        its kept boxes are let go."""
+        region = self.patches[index].region
+        out = crop(self.canvas, region).clone()
+        for box, pixels in self.kept[index]:
+            crop(out, box.relative_to(region)).copy_(pixels)
+        self.kept[index] = []
+        return out
 
 
 def patch_seed(seed: int, key: tuple) -> int:

@@ -15,7 +15,7 @@ from ..core import latent_resample as lr
 from ..core import tiled_vae
 from ..core.pixel_upscale import PixelRoute
 from ..core.vae_program import UnsupportedVAE
-from ..core.tiling import crop, snap, tile_batches
+from ..core.tiling import snap, tile_batches
 from . import vae as runtime_vae
 from .host import progress_ticker
 from .tile_conds import ConditioningTiles, ControlCache
@@ -118,24 +118,24 @@ class Redraw:
     def run_pass(self, patches: list[cr.Patch], denoise: float, batch_size: int, tick) -> None:
         """Redraws the patches of one pass, batch by batch. Every patch samples the canvas as the
         pass found it (a pass is one parallel step: the second chess pass sees all of the first),
-        so how the patches are batched cannot change the picture."""
+        so how the patches are batched cannot change the picture (cr.PassSource keeps what a
+        patch's context would read changed, not a copy of the canvas)."""
         batches = tile_batches(range(len(patches)), batch_size, key=lambda i: self.conds.signature(patches[i].region))
         per = self.canvas.shape[0]
-        source = self.canvas.clone()  # one latent-sized copy per pass, not per tile
+        source = cr.PassSource(self.canvas, patches)
         for indices in batches:
             batch = [patches[i] for i in indices]
-            result = self._sample(source, batch, denoise)
+            result = self._sample([source.read(i) for i in indices], batch, denoise)
             for k, patch in enumerate(batch):
                 cr.paste(self.canvas, patch, result[k * per:(k + 1) * per])
                 tick()
 
-    def _sample(self, source: torch.Tensor, batch: list[cr.Patch], denoise: float) -> torch.Tensor:
-        per = source.shape[0]
+    def _sample(self, crops: list[torch.Tensor], batch: list[cr.Patch], denoise: float) -> torch.Tensor:
+        per = self.canvas.shape[0]
         regions = [p.region for p in batch]
-        latent = torch.cat([crop(source, r) for r in regions])
+        latent = torch.cat(crops)
         # Each patch's noise comes from the seed and its place on the grid, never from its batch.
-        noise = torch.cat([comfy.sample.prepare_noise(crop(source, p.region), cr.patch_seed(self.seed, p.key))
-                           for p in batch])
+        noise = torch.cat([comfy.sample.prepare_noise(c, cr.patch_seed(self.seed, p.key)) for c, p in zip(crops, batch)])
         mask = torch.cat([p.mask.expand(per, 1, *p.mask.shape) for p in batch])
         positive, negative = self.conds.for_tiles(regions, per)
         return comfy.sample.sample(self.model, noise, self.steps, self.cfg, self.sampler_name, self.scheduler,
