@@ -30,13 +30,15 @@ class RegionPrompt(io.ComfyNode):
             display_name="Region Prompt (Expanse)",
             category=f"{CATEGORY}/conditioning",
             description="Puts a prompt in one part of the canvas. Chain several (conditioning out into the next "
-                        "node's conditioning in) or join them with Conditioning Combine. Works with a plain "
+                        "node's conditioning in) or join them with Conditioning Combine; a chain on the "
+                        "negative side gives a region its own negative prompt. Works with a plain "
                         "KSampler; through a TiledDiffusion model, foregrounds are composited exactly and each "
                         "tile evaluates only the regions it meets.",
             inputs=[
                 io.Conditioning.Input("conditioning",
                                       tooltip="The main prompt (or the chain so far). It draws the canvas wherever "
-                                              "no region is, so uncovered parts are not left blank."),
+                                              "no region is, so uncovered parts are not left blank. On the "
+                                              "negative side: the main negative prompt."),
                 io.Conditioning.Input("region_conditioning",
                                       tooltip="The region's own prompt, from a CLIP Text Encode."),
                 *[io.Float.Input(name, default=default, min=0.0, max=1.0, step=0.01, tooltip=tooltip)

@@ -188,3 +188,25 @@ def test_chess_tile_redraw_cuts_a_region_like_any_mask(nodes, prompts):
     assert REGION_KEY not in region_cut[1] and "mask" not in main_cut[1]
     torch.testing.assert_close(region_cut[1]["mask"], weight[:, :12, :20])
     assert tiles.signature(Box(0, 4, 0, 8)) != tiles.signature(tile)  # the region misses the corner tile
+
+
+@pytest.mark.parametrize("tile_px", [None, 128], ids=["ksampler", "tiled"])
+def test_a_region_chained_on_the_negative_is_that_regions_negative_prompt(nodes, unet, prompts, tile_px):
+    """RegionPrompt on the negative side: the region's negative prompt applies inside its box only.
+    Outside, the picture is the one the plain negative gives, exactly; inside, the one the region's
+    negative alone gives (exactly through TiledDiffusion, to the 0.1% ComfyUI's averaging weight
+    leaves on a plain KSampler)."""
+    model = tiny_models.pointwise_model(unet)
+    main, dancers, empty = prompts["a lake under a night sky"], prompts["two dancers in yellow"], prompts[""]
+    sampler_model = model if tile_px is None else tiled(nodes, model, tile_px)
+    plain = sample(nodes, model, main, empty)
+    region_negative = sample(nodes, model, main, dancers)
+    assert (plain - region_negative).abs().max() > 1e-3  # the two negatives draw differently
+
+    got = sample(nodes, sampler_model, main, region(nodes, empty, dancers))
+    torch.testing.assert_close(outside(got), outside(plain), rtol=1e-5, atol=1e-5)
+    if tile_px is None:
+        assert (got[INSIDE] - region_negative[INSIDE]).abs().max() < 2e-2 * region_negative.abs().max()
+    else:
+        torch.testing.assert_close(got[INSIDE], region_negative[INSIDE], rtol=1e-5, atol=1e-5)
+    assert (got[INSIDE] - plain[INSIDE]).abs().max() > 1e-3
