@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -30,8 +30,9 @@ SEAM_MODES = (SEAMS_NONE, SEAMS_BAND, SEAMS_HALF_TILE, SEAMS_HALF_TILE_INTERSECT
 @dataclass(frozen=True)
 class Patch:
     """One piece of work: redraw `region` (the sampler's input, context included) and paste it
-    back through `mask` (region-sized; 1 where the result replaces the canvas, 0 where the canvas
-    is kept). `key` names the patch for its noise seed: (pass name, row, column)."""
+    back through `mask` (region-sized, (h, w) or per picture (batch, 1, h, w); 1 where the result
+    replaces the canvas, 0 where the canvas is kept). `key` names the patch for its noise seed:
+    (pass name, row, column)."""
     key: tuple
     target: Box
     region: Box
@@ -212,10 +213,19 @@ def _half_tile_pass(items, axis: str, feather: int, height: int, width: int, sha
     return patches
 
 
+def within(patch: Patch, allowed: torch.Tensor) -> Patch | None:
+    """The patch limited to where `allowed` (a canvas-sized (batch, 1, height, width) mask, 1 where
+    the picture may change) lets it paste, or None where it allows nothing in the patch's reach:
+    such a patch is not sampled at all."""
+    mask = patch.mask * crop(allowed, patch.region)
+    return replace(patch, mask=mask) if bool(mask.any()) else None
+
+
 def footprint(patch: Patch) -> Box | None:
     """The part of the canvas that pasting the patch can change (its mask's nonzero box), or None
     when its mask is all zero."""
-    rows, cols = patch.mask.any(dim=1).nonzero(), patch.mask.any(dim=0).nonzero()
+    nonzero = (patch.mask != 0).reshape(-1, *patch.mask.shape[-2:]).any(dim=0)
+    rows, cols = nonzero.any(dim=1).nonzero(), nonzero.any(dim=0).nonzero()
     if len(rows) == 0:
         return None
     b = patch.region

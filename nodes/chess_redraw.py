@@ -13,7 +13,7 @@ from ..runtime import vae as runtime_vae
 from ..runtime.checks import checked_entry
 from ..runtime.compat import node_schema
 from ..runtime.host import CATEGORY, output_read, sampling_inputs
-from ..runtime.redraw import LATENT_LANCZOS, LATENT_RESIZES, Redraw, upscaled_canvas
+from ..runtime.redraw import LATENT_LANCZOS, LATENT_RESIZES, Redraw, redraw_mask, upscaled_canvas
 
 NODE = "ChessTileRedraw"
 
@@ -81,6 +81,10 @@ class ChessTileRedraw(io.ComfyNode):
                                        "all of that range), else local_attention (linear time, close to exact) "
                                        "up to 4096x4096, sampled above (memory bounded by a full-resolution sample "
                                        "and the tile)."),
+                io.Mask.Input("mask", optional=True,
+                              tooltip="Where to redraw (white); elsewhere the picture is kept as upscaled, bit for "
+                                      "bit, and tiles wholly outside are not sampled. Stretched over the picture. "
+                                      "A latent's noise_mask counts too (with both, only where both allow)."),
                 io.Combo.Input("latent_resize", options=LATENT_RESIZES, default=LATENT_LANCZOS, optional=True,
                                tooltip="How a latent input is resized. latent lanczos: in latent space (fast). "
                                        "pixels: decoded, resized with float lanczos in pixels and encoded, tile by "
@@ -100,7 +104,7 @@ class ChessTileRedraw(io.ComfyNode):
                 sampler_name="euler", scheduler="normal", denoise=0.35, tile_width=512, tile_height=512,
                 padding=64, mask_feather=32, tile_batch_size=4, redraw_order=cr.CHESS, seam_fix=cr.SEAMS_NONE,
                 seam_fix_denoise=0.3, seam_fix_width=64, seam_fix_feather=16, vae_mode=runtime_vae.AUTO, image=None,
-                latent=None, upscale_model=None, latent_resize=LATENT_LANCZOS) -> io.NodeOutput:
+                latent=None, upscale_model=None, latent_resize=LATENT_LANCZOS, mask=None) -> io.NodeOutput:
         if image is None and latent is None:
             raise ValueError(f"{NODE}: connect an image or a latent to upscale")
         if image is not None and latent is not None:
@@ -108,7 +112,11 @@ class ChessTileRedraw(io.ComfyNode):
         if latent is not None and latent["samples"].ndim != 4:
             raise ValueError(f"{NODE}: latent has shape {tuple(latent['samples'].shape)}; the redraw takes an image "
                              "latent (batch, channels, height, width), not a video's")
-        canvas = upscaled_canvas(NODE, image, latent, vae, upscale_by, upscale_model, vae_mode, latent_resize)
+        noise_mask = latent.get("noise_mask") if latent is not None else None
+        limited = mask is not None or noise_mask is not None
+        # The upscaled picture is kept only to put it back outside the mask in the image output.
+        canvas, upscaled = upscaled_canvas(NODE, image, latent, vae, upscale_by, upscale_model, vae_mode,
+                                           latent_resize, keep_pixels=limited and output_read(cls.hidden, 0))
         if canvas.shape[1] != vae.latent_channels:
             raise ValueError(f"{NODE}: the latent has {canvas.shape[1]} channels but the vae takes "
                              f"{vae.latent_channels}; connect the VAE of the model the latent came from")
@@ -122,14 +130,18 @@ class ChessTileRedraw(io.ComfyNode):
         redraws = cr.redraw_passes(height, width, tile_h, tile_w, pad, feather, redraw_order)
         seams = cr.seam_passes(height, width, tile_h, tile_w, seam_fix, seam_fix_width // ratio,
                                seam_fix_feather // ratio)
+        allowed = redraw_mask(NODE, mask, noise_mask, *canvas.shape[:1], height, width) if limited else None
         redraw = Redraw(model, positive, negative, canvas, seed=seed, steps=steps, cfg=cfg,
-                        sampler_name=sampler_name, scheduler=scheduler)
+                        sampler_name=sampler_name, scheduler=scheduler, allowed=allowed)
         redraw.run(redraws, seams, denoise=denoise, seam_fix_denoise=seam_fix_denoise, batch_size=tile_batch_size)
         image_out = None
         if output_read(cls.hidden, 0):
             image_out = runtime_vae.decode(NODE, vae, canvas, mode=vae_mode)
+            if upscaled is not None:  # outside the mask, the upscaled picture itself, not its VAE round trip
+                inside = redraw_mask(NODE, mask, noise_mask, canvas.shape[0], *upscaled.shape[-2:]).movedim(1, -1)
+                image_out = upscaled.movedim(1, -1).to(image_out) * (1 - inside) + image_out * inside
         else:
             log.info("%s: nothing reads the image output; the latent is not decoded", NODE)
-        out_latent = dict(latent or {}, samples=canvas)
-        out_latent.pop("noise_mask", None)
-        return io.NodeOutput(image_out, out_latent)
+        # A latent's noise_mask goes on with it, as KSampler passes it on: the next redraw of a
+        # chain keeps to the same part of the picture.
+        return io.NodeOutput(image_out, dict(latent or {}, samples=canvas))

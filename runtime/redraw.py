@@ -30,10 +30,12 @@ DECODE_PADDING_PX, ENCODE_PADDING_PX = 96, 64
 
 
 def upscaled_canvas(node: str, image, latent, vae, upscale_by: float, upscale_model, vae_mode: str,
-                    latent_resize: str = LATENT_LANCZOS) -> torch.Tensor:
-    """The latent of the picture upscaled once: an IMAGE is resized in pixels (by the upscale model,
-    or float lanczos) and encoded with the tiled VAE; a LATENT is resized with float lanczos, or, with
-    an upscale model or latent_resize "pixels", in pixels tile by tile (pixel_route)."""
+                    latent_resize: str = LATENT_LANCZOS, keep_pixels: bool = False):
+    """(latent, pixels): the latent of the picture upscaled once, and with an IMAGE and keep_pixels
+    the upscaled picture itself (B, C, H, W; else None). An IMAGE is resized in pixels (by the
+    upscale model, or float lanczos) and encoded with the tiled VAE; a LATENT is resized with float
+    lanczos, or, with an upscale model or latent_resize "pixels", in pixels tile by tile
+    (pixel_route)."""
     if latent_resize not in LATENT_RESIZES:
         raise ValueError(f"{node}: latent_resize is {latent_resize!r}; it must be one of {', '.join(LATENT_RESIZES)}")
     ratio = vae.spacial_compression_encode()
@@ -46,12 +48,12 @@ def upscaled_canvas(node: str, image, latent, vae, upscale_by: float, upscale_mo
             pixels = ImageUpscaleWithModel.execute(upscale_model, image).result[0].movedim(-1, 1)
         if pixels.shape[-2:] != (height, width):
             pixels = lr.resample(pixels.float(), height, width, "lanczos").clamp(0, 1)
-        return runtime_vae.encode(node, vae, pixels.movedim(1, -1), mode=vae_mode)
+        return runtime_vae.encode(node, vae, pixels.movedim(1, -1), mode=vae_mode), pixels if keep_pixels else None
     z = latent["samples"]
     height, width = snap(z.shape[-2] * upscale_by, 1), snap(z.shape[-1] * upscale_by, 1)
     if upscale_model is not None or latent_resize == PIXELS:
-        return pixel_route(node, z, vae, (height, width), upscale_model)
-    return lr.resample(z, height, width, "lanczos")
+        return pixel_route(node, z, vae, (height, width), upscale_model), None
+    return lr.resample(z, height, width, "lanczos"), None
 
 
 def _enlarge_with(upscale_model):
@@ -96,11 +98,36 @@ def pixel_route(node: str, z: torch.Tensor, vae, target_hw: tuple[int, int], ups
             dtype = runtime_vae.float32_after_overflow(node, dtype)
 
 
+def redraw_mask(node: str, mask, noise_mask, batch: int, height: int, width: int) -> torch.Tensor | None:
+    """Where the redraw may change the picture, (batch or 1, 1, height, width): the MASK input and
+    the latent's noise_mask (either at any resolution, stretched over the picture; with both, only
+    where both allow), or None when neither is given. On the latent grid for the redraw, on the
+    pixel grid for the composite of the image output."""
+    allowed = None
+    for name, m in (("mask", mask), ("the latent's noise_mask", noise_mask)):
+        if m is None:
+            continue
+        if m.ndim in (2, 3, 4) and m.numel() > 0:
+            m = m.float().reshape(-1, 1, *m.shape[-2:])
+        if m.ndim != 4 or m.numel() == 0 or m.shape[1] != 1 or m.shape[0] not in (1, batch):
+            raise ValueError(f"{node}: {name} has shape {tuple(m.shape)}; it must be one mask (height, width) or "
+                             f"one per picture of the batch ({batch})")
+        if not torch.isfinite(m).all():
+            raise ValueError(f"{node}: {name} holds NaN or infinite values; connect a mask of values 0 to 1")
+        m = torch.nn.functional.interpolate(m.clamp(0, 1), size=(height, width), mode="bilinear",
+                                            align_corners=False, antialias=m.shape[-2] > height or m.shape[-1] > width)
+        allowed = m if allowed is None else allowed * m
+    return allowed
+
+
 class Redraw:
     """One redraw run's settings and the sampling of a batch of patches."""
 
-    def __init__(self, model, positive, negative, canvas, *, seed, steps, cfg, sampler_name, scheduler):
-        self.model, self.canvas = model, canvas
+    def __init__(self, model, positive, negative, canvas, *, seed, steps, cfg, sampler_name, scheduler,
+                 allowed: torch.Tensor | None = None):
+        """allowed: where the picture may change, canvas-sized (batch or 1, 1, height, width), or
+        None for everywhere (redraw_mask makes it from a MASK and a latent's noise_mask)."""
+        self.model, self.canvas, self.allowed = model, canvas, allowed
         self.seed, self.steps, self.cfg = seed, steps, cfg
         self.sampler_name, self.scheduler = sampler_name, scheduler
         self.controls = ControlCache()
@@ -120,6 +147,11 @@ class Redraw:
         pass found it (a pass is one parallel step: the second chess pass sees all of the first),
         so how the patches are batched cannot change the picture (cr.PassSource keeps what a
         patch's context would read changed, not a copy of the canvas)."""
+        if self.allowed is not None:
+            limited = [cr.within(p, self.allowed) for p in patches]
+            for _ in range(limited.count(None)):  # outside the mask: not sampled at all
+                tick()
+            patches = [p for p in limited if p is not None]
         batches = tile_batches(range(len(patches)), batch_size, key=lambda i: self.conds.signature(patches[i].region))
         per = self.canvas.shape[0]
         source = cr.PassSource(self.canvas, patches)
@@ -136,7 +168,7 @@ class Redraw:
         latent = torch.cat(crops)
         # Each patch's noise comes from the seed and its place on the grid, never from its batch.
         noise = torch.cat([comfy.sample.prepare_noise(c, cr.patch_seed(self.seed, p.key)) for c, p in zip(crops, batch)])
-        mask = torch.cat([p.mask.expand(per, 1, *p.mask.shape) for p in batch])
+        mask = torch.cat([p.mask.expand(per, 1, *p.mask.shape[-2:]) for p in batch])
         positive, negative = self.conds.for_tiles(regions, per)
         return comfy.sample.sample(self.model, noise, self.steps, self.cfg, self.sampler_name, self.scheduler,
                                    positive, negative, latent, denoise=denoise, noise_mask=mask,

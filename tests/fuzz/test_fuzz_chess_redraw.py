@@ -58,6 +58,7 @@ TABLE = Table("ExpanseChessTileRedraw", "chess", chess_prompt, [
     Combo("latent_resize", ok=("pixels",)),
     Tensor("latent", "LATENT"),
     Tensor("image", "IMAGE", drop=("latent",)),
+    Tensor("mask", "MASK"),
     Named("image", "picture_64px", picture_input, FINISH, why="the picture input instead of the latent"),
     Named("image", "and_latent", both_inputs, REFUSE, names=("image", "latent")),
     Named("image", "nor_latent", no_input, REFUSE, names=("image", "latent")),

@@ -287,3 +287,73 @@ def test_a_latent_input_takes_the_pixel_route_through_the_node(nodes, unet, cond
     with pytest.raises(ValueError, match="latent has 16 channels but the vae takes 4"):
         nodes["ExpanseChessTileRedraw"].execute(unet, positive, negative, vae, latent_resize="pixels",
                                                 **dict(settings, latent=wrong))
+
+
+def counting(unet):
+    """The tiny UNet, counting the latent rows it is called on (tiles x 2 for cond and uncond, per step)."""
+    import comfy.patcher_extension
+
+    model, rows = unet.clone(), []
+
+    def count(executor, x, *args, **kwargs):
+        rows.append(x.shape[0])
+        return executor(x, *args, **kwargs)
+
+    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test.count", count)
+    return model, rows
+
+
+def left_quarter_mask(side: int) -> torch.Tensor:
+    mask = torch.zeros(1, side, side)
+    mask[:, :, :side // 4] = 1
+    return mask
+
+
+def test_a_mask_limits_the_redraw_and_tiles_outside_it_are_not_sampled(nodes, unet, conds, vae, picture):
+    """A MASK (the picture's left quarter, at the source's size: stretched over the picture): the
+    latent outside it is the upscaled latent bit for bit, the image output outside it the upscaled
+    picture itself, inside it the redraw. Of the 4x4 tiles only the left two columns are sampled
+    (the first column under the mask, the second because its paste ramp reaches into it)."""
+    model, rows = counting(unet)
+    steps = 2
+    image, latent = redraw(nodes, model, conds, vae, picture, steps=steps, mask=left_quarter_mask(SIZE))
+    assert sum(rows) == 2 * steps * 8, rows
+    rows.clear()
+    redraw(nodes, model, conds, vae, picture, steps=steps)
+    assert sum(rows) == 2 * steps * 16
+    upscaled_image, upscaled = redraw(nodes, unet, conds, vae, picture, redraw_order=cr.NO_REDRAW)
+
+    z, side = latent["samples"], 2 * SIZE // 8
+    assert torch.equal(z[..., side // 4 + 2:], upscaled["samples"][..., side // 4 + 2:]), "kept bit for bit"
+    assert (z[..., :side // 4] - upscaled["samples"][..., :side // 4]).abs().mean() > 1e-3, "redrawn inside"
+    big = lr.resample(picture.movedim(-1, 1), 2 * SIZE, 2 * SIZE, "lanczos").clamp(0, 1).movedim(1, -1)
+    px = 2 * SIZE // 4
+    assert torch.equal(image[:, :, px + 8:], big[:, :, px + 8:]), "the upscaled picture itself outside"
+    assert not torch.equal(image[:, :, px + 8:], upscaled_image[:, :, px + 8:]), "not its VAE round trip"
+    assert (image[:, :, :px] - big[:, :, :px]).abs().mean() > 1e-3
+
+
+def test_a_latents_noise_mask_limits_the_redraw_like_a_mask_and_goes_on(nodes, unet, conds, vae, picture):
+    """A latent's noise_mask does what the MASK input does, and stays on the output latent for the
+    next redraw of a chain; with both, only where both allow (here: nowhere, so nothing is sampled)."""
+    source = nodes["VAEEncode"]().encode(vae, picture)[0]
+    masked = dict(source, noise_mask=left_quarter_mask(SIZE))
+    _, by_noise_mask = redraw(nodes, unet, conds, vae, None, latent=masked)
+    _, by_mask = redraw(nodes, unet, conds, vae, None, latent=source, mask=left_quarter_mask(SIZE))
+    assert torch.equal(by_noise_mask["samples"], by_mask["samples"])
+    assert by_noise_mask["noise_mask"] is masked["noise_mask"]
+    model, rows = counting(unet)
+    _, neither = redraw(nodes, model, conds, vae, None, latent=masked, mask=left_quarter_mask(SIZE).flip(-1))
+    _, plain = redraw(nodes, unet, conds, vae, None, latent=source, redraw_order=cr.NO_REDRAW)
+    assert rows == [] and torch.equal(neither["samples"], plain["samples"])
+
+
+@pytest.mark.parametrize("mask,words", [
+    (torch.full((1, 32, 32), float("nan")), "mask holds NaN"),
+    (torch.ones(3, 32, 32), "one per picture of the batch"),
+    (torch.ones(32), "mask has shape"),
+    (torch.ones(1, 0, 32), "mask is empty"),
+])
+def test_bad_masks_get_clear_messages(nodes, unet, conds, vae, picture, mask, words):
+    with pytest.raises(ValueError, match=words):
+        redraw(nodes, unet, conds, vae, picture, mask=mask)

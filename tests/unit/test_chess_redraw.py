@@ -214,3 +214,24 @@ def test_a_chess_pass_keeps_under_a_tenth_of_the_canvas_not_a_copy():
     for patches in cr.redraw_passes(side, side, 64, 64, padding=8, feather=4, order=cr.CHESS):
         kept = sum(pixels.numel() for boxes in cr.PassSource(canvas, patches).kept for _, pixels in boxes)
         assert 0 < kept < 0.1 * canvas.numel(), kept / canvas.numel()
+
+
+def test_within_limits_a_patch_to_the_allowed_part_or_drops_it():
+    """A canvas-sized mask of where the picture may change: a patch's mask is cut to it (per
+    picture), a patch whose reach it misses is dropped, and stale boxes follow the cut masks."""
+    h, w = 64, 64
+    patches = cr.redraw_passes(h, w, 16, 16, padding=4, feather=2, order=cr.CHESS)[0]
+    allowed = torch.zeros(2, 1, h, w)
+    allowed[0, :, :, :14] = 1  # picture 0: short of the 2 px ramp of the tiles starting at x 16
+    allowed[1, :, :, :8] = 0.5
+    limited = {p.key: cr.within(p, allowed) for p in patches}
+    kept = [p for p in limited.values() if p is not None]
+    assert {p.target.x0 for p in kept} == {0} and len(kept) == 2
+    for original in patches:
+        if original.target.x0 == 0:
+            cut = limited[original.key]
+            assert cut.mask.shape == (2, 1, original.region.height, original.region.width)
+            assert torch.equal(cut.mask, original.mask * tiling.crop(allowed, original.region))
+            assert cr.footprint(cut).x1 == 14
+    assert cr.within(patches[0], torch.zeros(1, 1, h, w)) is None
+    assert [set(b) for b in cr.stale_boxes(kept)] == _stale_pairwise(kept)
