@@ -13,7 +13,8 @@ from ..runtime import vae as runtime_vae
 from ..runtime.checks import checked_entry
 from ..runtime.compat import node_schema
 from ..runtime.host import CATEGORY, output_read, sampling_inputs
-from ..runtime.redraw import LATENT_LANCZOS, LATENT_RESIZES, Redraw, redraw_mask, upscaled_canvas
+from ..runtime.redraw import (LATENT_LANCZOS, LATENT_RESIZES, Redraw, checked_sigmas, redraw_mask,
+                              upscaled_canvas)
 
 NODE = "ChessTileRedraw"
 
@@ -85,6 +86,14 @@ class ChessTileRedraw(io.ComfyNode):
                               tooltip="Where to redraw (white); elsewhere the picture is kept as upscaled, bit for "
                                       "bit, and tiles wholly outside are not sampled. Stretched over the picture. "
                                       "A latent's noise_mask counts too (with both, only where both allow)."),
+                io.Sampler.Input("sampler", optional=True,
+                                 tooltip="A SAMPLER (KSamplerSelect, or a custom sampler node) in place of "
+                                         "sampler_name, as SamplerCustom takes it."),
+                io.Sigmas.Input("sigmas", optional=True,
+                                tooltip="A schedule every tile runs exactly (BasicScheduler, a distilled model's "
+                                        "few-step schedule, SplitSigmas...), as SamplerCustom takes it: it sets "
+                                        "the steps and the strength, so steps, scheduler, denoise and "
+                                        "seam_fix_denoise are not used."),
                 io.Combo.Input("latent_resize", options=LATENT_RESIZES, default=LATENT_LANCZOS, optional=True,
                                tooltip="How a latent input is resized. latent lanczos: in latent space (fast). "
                                        "pixels: decoded, resized with float lanczos in pixels and encoded, tile by "
@@ -104,7 +113,8 @@ class ChessTileRedraw(io.ComfyNode):
                 sampler_name="euler", scheduler="normal", denoise=0.35, tile_width=512, tile_height=512,
                 padding=64, mask_feather=32, tile_batch_size=4, redraw_order=cr.CHESS, seam_fix=cr.SEAMS_NONE,
                 seam_fix_denoise=0.3, seam_fix_width=64, seam_fix_feather=16, vae_mode=runtime_vae.AUTO, image=None,
-                latent=None, upscale_model=None, latent_resize=LATENT_LANCZOS, mask=None) -> io.NodeOutput:
+                latent=None, upscale_model=None, latent_resize=LATENT_LANCZOS, mask=None, sampler=None,
+                sigmas=None) -> io.NodeOutput:
         if image is None and latent is None:
             raise ValueError(f"{NODE}: connect an image or a latent to upscale")
         if image is not None and latent is not None:
@@ -112,6 +122,7 @@ class ChessTileRedraw(io.ComfyNode):
         if latent is not None and latent["samples"].ndim != 4:
             raise ValueError(f"{NODE}: latent has shape {tuple(latent['samples'].shape)}; the redraw takes an image "
                              "latent (batch, channels, height, width), not a video's")
+        sigmas = checked_sigmas(NODE, sigmas)
         noise_mask = latent.get("noise_mask") if latent is not None else None
         limited = mask is not None or noise_mask is not None
         # The upscaled picture is kept only to put it back outside the mask in the image output.
@@ -132,7 +143,8 @@ class ChessTileRedraw(io.ComfyNode):
                                seam_fix_feather // ratio)
         allowed = redraw_mask(NODE, mask, noise_mask, *canvas.shape[:1], height, width) if limited else None
         redraw = Redraw(model, positive, negative, canvas, seed=seed, steps=steps, cfg=cfg,
-                        sampler_name=sampler_name, scheduler=scheduler, allowed=allowed)
+                        sampler_name=sampler_name, scheduler=scheduler, allowed=allowed, sampler=sampler,
+                        sigmas=sigmas)
         redraw.run(redraws, seams, denoise=denoise, seam_fix_denoise=seam_fix_denoise, batch_size=tile_batch_size)
         image_out = None
         if output_read(cls.hidden, 0):

@@ -65,6 +65,8 @@ TABLE = Table("ExpanseChessTileRedraw", "chess", chess_prompt, [
     Named("tile_width", "8192_and_tile_height_8192", tile(8192), FINISH,
           why="a tile larger than the whole picture: a clear error or one tile"),
 ], unchecked={"model": "MODEL", "positive": "CONDITIONING", "negative": "CONDITIONING", "vae": "VAE",
-              "upscale_model": "UPSCALE_MODEL (no model file here)"})
+              "upscale_model": "UPSCALE_MODEL (no model file here)",
+              "sampler": "SAMPLER (an object, not a value)",
+              "sigmas": "SIGMAS (bad schedules: tests/integration/test_chess_redraw_node.py)"})
 test_the_table_follows_the_nodes_inputs, test_hostile_value, test_the_server_still_draws_the_good_prompt = \
     table_tests(TABLE)

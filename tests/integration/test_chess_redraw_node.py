@@ -357,3 +357,42 @@ def test_a_latents_noise_mask_limits_the_redraw_like_a_mask_and_goes_on(nodes, u
 def test_bad_masks_get_clear_messages(nodes, unet, conds, vae, picture, mask, words):
     with pytest.raises(ValueError, match=words):
         redraw(nodes, unet, conds, vae, picture, mask=mask)
+
+
+def schedule(model, steps: int, denoise: float) -> torch.Tensor:
+    """The sigmas BasicScheduler makes ("normal"), from ComfyUI's own calculate_sigmas."""
+    import comfy.samplers
+
+    total = int(steps / denoise)
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", total).cpu()
+    return sigmas[-(steps + 1):]
+
+
+def test_sigmas_set_the_steps_every_tile_runs(nodes, unet, conds, vae, picture):
+    """A SIGMAS of 3 steps: every tile runs exactly 3 model evaluations whatever steps says; a
+    schedule equal to KSampler's for steps and denoise draws what the widgets draw."""
+    import comfy.samplers
+
+    model, rows = counting(unet)
+    _, three = redraw(nodes, model, conds, vae, picture, steps=7, sigmas=schedule(unet, 3, 0.4))
+    assert sum(rows) == 2 * 3 * 16 and max(rows) <= 2 * 4, rows  # 16 tiles, batches of 4, cond + uncond
+    _, widgets = redraw(nodes, unet, conds, vae, picture, steps=3, denoise=0.4)
+    assert torch.equal(three["samples"], widgets["samples"])
+    euler = comfy.samplers.sampler_object("euler")
+    _, custom = redraw(nodes, unet, conds, vae, picture, steps=3, denoise=0.4, sampler=euler)
+    assert torch.equal(custom["samples"], widgets["samples"]), "KSamplerSelect's euler is sampler_name euler"
+    _, both = redraw(nodes, unet, conds, vae, picture, sampler=euler, sigmas=schedule(unet, 3, 0.4))
+    assert torch.equal(both["samples"], widgets["samples"])
+    heun = comfy.samplers.sampler_object("heun")
+    _, other = redraw(nodes, unet, conds, vae, picture, sampler=heun, sigmas=schedule(unet, 3, 0.4))
+    assert not torch.equal(other["samples"], widgets["samples"])
+
+
+@pytest.mark.parametrize("sigmas,words", [
+    (torch.tensor([float("nan"), 0.0]), "sigmas holds NaN"),
+    (torch.tensor([1.0]), "at least two values"),
+    (torch.ones(2, 3), "sigmas has shape"),
+])
+def test_bad_sigmas_get_clear_messages(nodes, unet, conds, vae, picture, sigmas, words):
+    with pytest.raises(ValueError, match=words):
+        redraw(nodes, unet, conds, vae, picture, sigmas=sigmas)
