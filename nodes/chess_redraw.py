@@ -12,9 +12,9 @@ from ..core import chess_redraw as cr
 from ..runtime import vae as runtime_vae
 from ..runtime.checks import checked_entry
 from ..runtime.compat import node_schema
+from ..runtime.custom_sampling import checked_sigmas, custom_sampling_inputs
 from ..runtime.host import CATEGORY, output_read, sampling_inputs
-from ..runtime.redraw import (LATENT_LANCZOS, LATENT_RESIZES, Redraw, checked_sigmas, redraw_mask,
-                              upscaled_canvas)
+from ..runtime.redraw import LATENT_LANCZOS, LATENT_RESIZES, Redraw, redraw_mask, upscaled_canvas
 
 NODE = "ChessTileRedraw"
 
@@ -86,14 +86,10 @@ class ChessTileRedraw(io.ComfyNode):
                               tooltip="Where to redraw (white); elsewhere the picture is kept as upscaled, bit for "
                                       "bit, and tiles wholly outside are not sampled. Stretched over the picture. "
                                       "A latent's noise_mask counts too (with both, only where both allow)."),
-                io.Sampler.Input("sampler", optional=True,
-                                 tooltip="A SAMPLER (KSamplerSelect, or a custom sampler node) in place of "
-                                         "sampler_name, as SamplerCustom takes it."),
-                io.Sigmas.Input("sigmas", optional=True,
-                                tooltip="A schedule every tile runs exactly (BasicScheduler, a distilled model's "
-                                        "few-step schedule, SplitSigmas...), as SamplerCustom takes it: it sets "
-                                        "the steps and the strength, so steps, scheduler, denoise and "
-                                        "seam_fix_denoise are not used."),
+                *custom_sampling_inputs("", "A schedule every tile runs exactly (BasicScheduler, a distilled "
+                                            "model's few-step schedule, SplitSigmas...), as SamplerCustom takes it: "
+                                            "it sets the steps and the strength, so steps, scheduler, denoise and "
+                                            "seam_fix_denoise are not used."),
                 io.Combo.Input("latent_resize", options=LATENT_RESIZES, default=LATENT_LANCZOS, optional=True,
                                tooltip="How a latent input is resized. latent lanczos: in latent space (fast). "
                                        "pixels: decoded, resized with float lanczos in pixels and encoded, tile by "

@@ -12,10 +12,11 @@ from ..core import latent_resample as lr
 from ..core import progressive
 from ..runtime.checks import checked_entry
 from ..runtime.compat import node_schema
+from ..runtime.custom_sampling import checked_sigmas, custom_sampling_inputs
 from ..runtime.geometry import model_geometry
 from ..runtime.host import CATEGORY, sampling_inputs
 from ..runtime.latent import resize_latent
-from ..runtime.stage_sampling import StageProgress, inject_noise, offset_seed, sample_stage
+from ..runtime.stage_sampling import StageProgress, inject_noise, offset_seed, refine_sigmas, sample_stage
 
 NODE = "ProgressiveGrowSampler"
 
@@ -66,6 +67,10 @@ class ProgressiveGrowSampler(io.ComfyNode):
                 io.Float.Input("stage_noise", default=0.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Extra Gaussian noise added to each grown latent before its refine, as a "
                                        "fraction of the latent's std; 0.02-0.1 adds texture. 0: none."),
+                *custom_sampling_inputs(" for every stage", "The first stage's whole schedule, run exactly "
+                                        "(BasicScheduler, a distilled model's few-step schedule...); each refine "
+                                        "runs its last part, from the stage's denoise on, as Split Sigmas Denoise "
+                                        "cuts it. steps, scheduler and refine_steps are then not used."),
                 io.Vae.Input("vae", optional=True,
                              tooltip="Connect to grow in pixel space (decode, resize, encode with the tiled VAE) "
                                      "instead of on the latent."),
@@ -81,7 +86,7 @@ class ProgressiveGrowSampler(io.ComfyNode):
     def execute(cls, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler,
                 min_scale=0.25, max_scale=1.0, stages=4, spacing=progressive.GEOMETRIC, refine=True,
                 denoise_second=0.55, denoise_last=0.35, refine_steps=5, upscale_method="bislerp",
-                stage_noise=0.0, vae=None) -> io.NodeOutput:
+                stage_noise=0.0, vae=None, sampler=None, sigmas=None) -> io.NodeOutput:
         z = latent_image["samples"]
         if z.ndim != 4 or z.shape[0] == 0:
             raise ValueError(f"{NODE}: latent_image must be an image latent (batch, channels, height, width), "
@@ -101,10 +106,15 @@ class ProgressiveGrowSampler(io.ComfyNode):
             raise ValueError(f"{NODE}: latent_image ({z.shape[-1] * 8}x{z.shape[-2] * 8} px) is too small for "
                              f"{stages} stages from min_scale {min_scale}: they round to {len(stage_plan)} "
                              "different sizes. Use fewer stages, a smaller min_scale or a larger latent_image")
-        total = steps + (refine_steps * (len(stage_plan) - 1) if refine else 0)
+        sigmas = checked_sigmas(NODE, sigmas)
+        if sigmas is None:
+            total = steps + (refine_steps * (len(stage_plan) - 1) if refine else 0)
+        else:
+            total = len(sigmas) - 1 + (sum(len(refine_sigmas(sigmas, s.denoise)) - 1 for s in stage_plan[1:])
+                                       if refine else 0)
         progress = StageProgress(model, total)
         settings = dict(cfg=cfg, sampler_name=sampler_name, scheduler=scheduler, positive=positive,
-                        negative=negative, progress=progress)
+                        negative=negative, progress=progress, sampler=sampler)
 
         latent = dict(latent_image, samples=z)
         results = []
@@ -112,10 +122,14 @@ class ProgressiveGrowSampler(io.ComfyNode):
             latent = resize_latent(NODE, latent, stage.height, stage.width, upscale_method,
                                    vae=vae if index > 0 else None)
             if index == 0:
-                latent["samples"] = sample_stage(model, latent, seed=seed, steps=steps, denoise=1.0, **settings)
+                latent["samples"] = sample_stage(model, latent, seed=seed, steps=steps, denoise=1.0, sigmas=sigmas,
+                                                 **settings)
             elif refine:
                 latent["samples"] = inject_noise(latent["samples"], stage_noise, offset_seed(seed, 1000 + index))
-                latent["samples"] = sample_stage(model, latent, seed=offset_seed(seed, index), steps=refine_steps,
-                                                 denoise=stage.denoise, **settings)
+                tail = refine_sigmas(sigmas, stage.denoise) if sigmas is not None else None
+                if tail is None or len(tail) > 1:  # a schedule cut to no step leaves the stage as grown
+                    latent["samples"] = sample_stage(model, latent, seed=offset_seed(seed, index),
+                                                     steps=refine_steps, denoise=stage.denoise, sigmas=tail,
+                                                     **settings)
             results.append(dict(latent))
         return io.NodeOutput(results[-1], results)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 import comfy.model_management as mm
 import comfy.sample
-import comfy.samplers
 
 from ..core import chess_redraw as cr
 from ..core import latent_resample as lr
@@ -18,6 +17,7 @@ from ..core.pixel_upscale import PixelRoute
 from ..core.vae_program import UnsupportedVAE
 from ..core.tiling import snap, tile_batches
 from . import vae as runtime_vae
+from .custom_sampling import ksampler_sigmas
 from .host import progress_ticker
 from .tile_conds import ConditioningTiles, ControlCache
 
@@ -99,20 +99,6 @@ def pixel_route(node: str, z: torch.Tensor, vae, target_hw: tuple[int, int], ups
             dtype = runtime_vae.float32_after_overflow(node, dtype)
 
 
-def checked_sigmas(node: str, sigmas) -> torch.Tensor | None:
-    """A SIGMAS input as the sampler takes it, or a message naming it: a schedule is one row of at
-    least two finite values (a start and an end), as the scheduler nodes make."""
-    if sigmas is None:
-        return None
-    if not isinstance(sigmas, torch.Tensor) or sigmas.ndim != 1 or sigmas.numel() < 2:
-        shape = tuple(sigmas.shape) if isinstance(sigmas, torch.Tensor) else type(sigmas).__name__
-        raise ValueError(f"{node}: sigmas has shape {shape}; connect a schedule of at least two values (a "
-                         "scheduler node such as BasicScheduler with at least one step and denoise above 0)")
-    if not torch.isfinite(sigmas).all():
-        raise ValueError(f"{node}: sigmas holds NaN or infinite values; connect a scheduler node's SIGMAS")
-    return sigmas
-
-
 def redraw_mask(node: str, mask, noise_mask, batch: int, height: int, width: int) -> torch.Tensor | None:
     """Where the redraw may change the picture, (batch or 1, 1, height, width): the MASK input and
     the latent's noise_mask (either at any resolution, stretched over the picture; with both, only
@@ -192,12 +178,7 @@ class Redraw:
             return comfy.sample.sample(self.model, noise, self.steps, self.cfg, self.sampler_name, self.scheduler,
                                        positive, negative, latent, denoise=denoise, noise_mask=mask,
                                        sigmas=self.sigmas, disable_pbar=True, seed=self.seed)
-        sigmas = self.sigmas if self.sigmas is not None else self._schedule(denoise)
+        sigmas = self.sigmas if self.sigmas is not None else \
+            ksampler_sigmas(self.model, self.steps, self.sampler_name, self.scheduler, denoise)
         return comfy.sample.sample_custom(self.model, noise, self.cfg, self.sampler, sigmas, positive, negative,
                                           latent, noise_mask=mask, disable_pbar=True, seed=self.seed)
-
-    def _schedule(self, denoise: float) -> torch.Tensor:
-        """The sigmas KSampler would run for steps, scheduler and denoise (its own code makes them)."""
-        return comfy.samplers.KSampler(self.model, steps=self.steps, device=self.model.load_device,
-                                       sampler=self.sampler_name, scheduler=self.scheduler, denoise=denoise,
-                                       model_options=self.model.model_options).sigmas

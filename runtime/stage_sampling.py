@@ -6,8 +6,11 @@ from __future__ import annotations
 import torch
 import comfy.model_management
 import comfy.sample
+import comfy.samplers
 import comfy.utils
 import latent_preview
+
+from .custom_sampling import ksampler_sigmas
 
 
 class StageProgress:
@@ -42,14 +45,32 @@ def offset_seed(seed: int, offset: int) -> int:
 
 
 def sample_stage(model, latent: dict, *, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
-                 positive, negative, denoise: float, progress: StageProgress) -> torch.Tensor:
+                 positive, negative, denoise: float, progress: StageProgress, sampler=None,
+                 sigmas: torch.Tensor | None = None) -> torch.Tensor:
+    """One stage as KSampler samples it, or with a SAMPLER (in place of sampler_name) and sigmas
+    (in place of steps, scheduler and denoise) as SamplerCustom does."""
     z = latent["samples"]
     noise = comfy.sample.prepare_noise(z, seed, latent.get("batch_index"))
-    out = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, z,
-                              denoise=denoise, noise_mask=latent.get("noise_mask"), callback=progress.callback(),
-                              disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+    common = dict(noise_mask=latent.get("noise_mask"), callback=progress.callback(),
+                  disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+    if sampler is None and sigmas is None:
+        out = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, z,
+                                  denoise=denoise, **common)
+    else:
+        if sigmas is None:
+            sigmas = ksampler_sigmas(model, steps, sampler_name, scheduler, denoise)
+        sampler = sampler if sampler is not None else comfy.samplers.sampler_object(sampler_name)
+        out = comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, z, **common)
+        steps = len(sigmas) - 1
     progress.finish_stage(steps)
     return out
+
+
+def refine_sigmas(sigmas: torch.Tensor, denoise: float) -> torch.Tensor:
+    """The part of a whole schedule a refine at `denoise` runs: its last round(steps x denoise)
+    steps, as Split Sigmas Denoise cuts it (none at all: an empty schedule)."""
+    steps = round((len(sigmas) - 1) * denoise)
+    return sigmas[-(steps + 1):] if steps > 0 else sigmas[:0]
 
 
 def inject_noise(z: torch.Tensor, amount: float, seed: int) -> torch.Tensor:

@@ -185,3 +185,18 @@ def pointwise_model(unet):
 
     model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test.pointwise", pointwise)
     return model
+
+
+def counting_model(unet):
+    """(model, rows): the model with every call of its UNet recorded, as the number of latent rows
+    it is called on (tiles or pictures x 2 for cond and uncond, once per step for euler)."""
+    import comfy.patcher_extension
+
+    model, rows = unet.clone(), []
+
+    def count(executor, x, *args, **kwargs):
+        rows.append(x.shape[0])
+        return executor(x, *args, **kwargs)
+
+    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test.count", count)
+    return model, rows

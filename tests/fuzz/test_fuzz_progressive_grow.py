@@ -27,6 +27,8 @@ TABLE = Table("ExpanseProgressiveGrowSampler", "sample", grow_prompt, [
     # An all-zero latent of another channel count is converted as KSampler does (fix_empty_latent_channels).
     Tensor("latent_image", "LATENT", expect={"sd3_16ch": FINISH}),
 ], unchecked={"model": "MODEL", "positive": "CONDITIONING", "negative": "CONDITIONING", "vae": "VAE",
+              "sampler": "SAMPLER (an object, not a value)",
+              "sigmas": "SIGMAS (bad schedules: tests/integration/test_grow_nodes.py)",
               "refine": "BOOLEAN (any widget value is bool()-converted by ComfyUI)"})
 test_the_table_follows_the_nodes_inputs, test_hostile_value, test_the_server_still_draws_the_good_prompt = \
     table_tests(TABLE)

@@ -289,20 +289,6 @@ def test_a_latent_input_takes_the_pixel_route_through_the_node(nodes, unet, cond
                                                 **dict(settings, latent=wrong))
 
 
-def counting(unet):
-    """The tiny UNet, counting the latent rows it is called on (tiles x 2 for cond and uncond, per step)."""
-    import comfy.patcher_extension
-
-    model, rows = unet.clone(), []
-
-    def count(executor, x, *args, **kwargs):
-        rows.append(x.shape[0])
-        return executor(x, *args, **kwargs)
-
-    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test.count", count)
-    return model, rows
-
-
 def left_quarter_mask(side: int) -> torch.Tensor:
     mask = torch.zeros(1, side, side)
     mask[:, :, :side // 4] = 1
@@ -314,7 +300,7 @@ def test_a_mask_limits_the_redraw_and_tiles_outside_it_are_not_sampled(nodes, un
     latent outside it is the upscaled latent bit for bit, the image output outside it the upscaled
     picture itself, inside it the redraw. Of the 4x4 tiles only the left two columns are sampled
     (the first column under the mask, the second because its paste ramp reaches into it)."""
-    model, rows = counting(unet)
+    model, rows = tiny_models.counting_model(unet)
     steps = 2
     image, latent = redraw(nodes, model, conds, vae, picture, steps=steps, mask=left_quarter_mask(SIZE))
     assert sum(rows) == 2 * steps * 8, rows
@@ -342,7 +328,7 @@ def test_a_latents_noise_mask_limits_the_redraw_like_a_mask_and_goes_on(nodes, u
     _, by_mask = redraw(nodes, unet, conds, vae, None, latent=source, mask=left_quarter_mask(SIZE))
     assert torch.equal(by_noise_mask["samples"], by_mask["samples"])
     assert by_noise_mask["noise_mask"] is masked["noise_mask"]
-    model, rows = counting(unet)
+    model, rows = tiny_models.counting_model(unet)
     _, neither = redraw(nodes, model, conds, vae, None, latent=masked, mask=left_quarter_mask(SIZE).flip(-1))
     _, plain = redraw(nodes, unet, conds, vae, None, latent=source, redraw_order=cr.NO_REDRAW)
     assert rows == [] and torch.equal(neither["samples"], plain["samples"])
@@ -373,7 +359,7 @@ def test_sigmas_set_the_steps_every_tile_runs(nodes, unet, conds, vae, picture):
     schedule equal to KSampler's for steps and denoise draws what the widgets draw."""
     import comfy.samplers
 
-    model, rows = counting(unet)
+    model, rows = tiny_models.counting_model(unet)
     _, three = redraw(nodes, model, conds, vae, picture, steps=7, sigmas=schedule(unet, 3, 0.4))
     assert sum(rows) == 2 * 3 * 16 and max(rows) <= 2 * 4, rows  # 16 tiles, batches of 4, cond + uncond
     _, widgets = redraw(nodes, unet, conds, vae, picture, steps=3, denoise=0.4)

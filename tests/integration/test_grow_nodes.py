@@ -157,3 +157,31 @@ def test_bad_grow_inputs_get_clear_messages(nodes, unet, conds):
         grow(nodes, unet, conds, empty(16, 16), stages=0)
     with pytest.raises(ValueError, match="too small for 6 stages"):
         grow(nodes, unet, conds, empty(4, 4), stages=6)
+
+
+def test_sigmas_set_the_first_stage_and_refines_take_their_tail(nodes, unet, conds, progress_updates):
+    """An 8-step SIGMAS: the first stage runs exactly 8 model calls, the refines at denoise 0.55
+    and 0.35 its last round(8 x 0.55) = 4 and round(8 x 0.35) = 3 (Split Sigmas Denoise's cut),
+    whatever steps and refine_steps say; one progress bar over the 15."""
+    import comfy.samplers
+
+    model, rows = tiny_models.counting_model(unet)
+    sigmas = comfy.samplers.calculate_sigmas(unet.get_model_object("model_sampling"), "karras", 8).cpu()
+    final, _ = grow(nodes, model, conds, empty(16, 16), steps=20, refine_steps=9, sigmas=sigmas,
+                    denoise_second=0.55, denoise_last=0.35)
+    assert len(rows) == 8 + 4 + 3, rows
+    ours = [v for v in progress_updates if v[1] == 15]
+    assert ours and max(v for v, _ in ours) == 15
+    widgets, _ = grow(nodes, unet, conds, empty(16, 16), scheduler="karras", steps=8, refine_steps=4)
+    assert not torch.equal(final["samples"], widgets["samples"]), "the refines' schedules differ from KSampler's"
+
+
+def test_a_sampler_input_is_the_sampler_name_it_stands_for(nodes, unet, conds):
+    import comfy.samplers
+
+    widgets, _ = grow(nodes, unet, conds, empty(16, 16), sampler_name="dpmpp_2m")
+    custom, _ = grow(nodes, unet, conds, empty(16, 16), sampler_name="euler",
+                     sampler=comfy.samplers.sampler_object("dpmpp_2m"))
+    assert torch.equal(custom["samples"], widgets["samples"])
+    with pytest.raises(ValueError, match="sigmas holds NaN"):
+        grow(nodes, unet, conds, empty(16, 16), sigmas=torch.tensor([1.0, float("nan")]))
