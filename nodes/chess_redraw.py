@@ -14,7 +14,8 @@ from ..runtime.checks import checked_entry
 from ..runtime.compat import node_schema
 from ..runtime.custom_sampling import checked_sigmas, custom_sampling_inputs
 from ..runtime.host import CATEGORY, output_read, sampling_inputs
-from ..runtime.redraw import LATENT_LANCZOS, LATENT_RESIZES, Redraw, redraw_mask, upscaled_canvas
+from ..runtime.redraw import (LATENT_LANCZOS, LATENT_RESIZES, Redraw, checked_masks, redraw_mask,
+                              upscaled_canvas)
 
 NODE = "ChessTileRedraw"
 
@@ -120,7 +121,9 @@ class ChessTileRedraw(io.ComfyNode):
                              "latent (batch, channels, height, width), not a video's")
         sigmas = checked_sigmas(NODE, sigmas)
         noise_mask = latent.get("noise_mask") if latent is not None else None
-        limited = mask is not None or noise_mask is not None
+        batch = (image if image is not None else latent["samples"]).shape[0]
+        masks = checked_masks(NODE, mask, noise_mask, batch)
+        limited = bool(masks)
         # The upscaled picture is kept only to put it back outside the mask in the image output.
         canvas, upscaled = upscaled_canvas(NODE, image, latent, vae, upscale_by, upscale_model, vae_mode,
                                            latent_resize, keep_pixels=limited and output_read(cls.hidden, 0))
@@ -137,7 +140,7 @@ class ChessTileRedraw(io.ComfyNode):
         redraws = cr.redraw_passes(height, width, tile_h, tile_w, pad, feather, redraw_order)
         seams = cr.seam_passes(height, width, tile_h, tile_w, seam_fix, seam_fix_width // ratio,
                                seam_fix_feather // ratio)
-        allowed = redraw_mask(NODE, mask, noise_mask, *canvas.shape[:1], height, width) if limited else None
+        allowed = redraw_mask(masks, height, width)
         redraw = Redraw(model, positive, negative, canvas, seed=seed, steps=steps, cfg=cfg,
                         sampler_name=sampler_name, scheduler=scheduler, allowed=allowed, sampler=sampler,
                         sigmas=sigmas)
@@ -146,7 +149,7 @@ class ChessTileRedraw(io.ComfyNode):
         if output_read(cls.hidden, 0):
             image_out = runtime_vae.decode(NODE, vae, canvas, mode=vae_mode)
             if upscaled is not None:  # outside the mask, the upscaled picture itself, not its VAE round trip
-                inside = redraw_mask(NODE, mask, noise_mask, canvas.shape[0], *upscaled.shape[-2:]).movedim(1, -1)
+                inside = redraw_mask(masks, *upscaled.shape[-2:]).movedim(1, -1)
                 image_out = upscaled.movedim(1, -1).to(image_out) * (1 - inside) + image_out * inside
         else:
             log.info("%s: nothing reads the image output; the latent is not decoded", NODE)

@@ -99,12 +99,10 @@ def pixel_route(node: str, z: torch.Tensor, vae, target_hw: tuple[int, int], ups
             dtype = runtime_vae.float32_after_overflow(node, dtype)
 
 
-def redraw_mask(node: str, mask, noise_mask, batch: int, height: int, width: int) -> torch.Tensor | None:
-    """Where the redraw may change the picture, (batch or 1, 1, height, width): the MASK input and
-    the latent's noise_mask (either at any resolution, stretched over the picture; with both, only
-    where both allow), or None when neither is given. On the latent grid for the redraw, on the
-    pixel grid for the composite of the image output."""
-    allowed = None
+def checked_masks(node: str, mask, noise_mask, batch: int) -> list[torch.Tensor]:
+    """The MASK input and the latent's noise_mask that are given, each as (batch or 1, 1, h, w)
+    floats in 0..1, or a message naming the bad one (checked before any upscaling work)."""
+    masks = []
     for name, m in (("mask", mask), ("the latent's noise_mask", noise_mask)):
         if m is None:
             continue
@@ -115,8 +113,19 @@ def redraw_mask(node: str, mask, noise_mask, batch: int, height: int, width: int
                              f"one per picture of the batch ({batch})")
         if not torch.isfinite(m).all():
             raise ValueError(f"{node}: {name} holds NaN or infinite values; connect a mask of values 0 to 1")
-        m = torch.nn.functional.interpolate(m.clamp(0, 1), size=(height, width), mode="bilinear",
-                                            align_corners=False, antialias=m.shape[-2] > height or m.shape[-1] > width)
+        masks.append(m.clamp(0, 1))
+    return masks
+
+
+def redraw_mask(masks: list[torch.Tensor], height: int, width: int) -> torch.Tensor | None:
+    """Where the redraw may change the picture, (batch or 1, 1, height, width): checked_masks'
+    masks stretched over the picture, multiplied (with both, only where both allow), or None when
+    there are none. On the latent grid for the redraw, on the pixel grid for the composite of the
+    image output."""
+    allowed = None
+    for m in masks:
+        m = torch.nn.functional.interpolate(m, size=(height, width), mode="bilinear", align_corners=False,
+                                            antialias=m.shape[-2] > height or m.shape[-1] > width)
         allowed = m if allowed is None else allowed * m
     return allowed
 
