@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import comfy.sample
 import comfy.samplers
 from comfy_api.latest import io
 
@@ -21,11 +22,24 @@ def checked_sigmas(node: str, sigmas) -> torch.Tensor | None:
     return sigmas
 
 
-def ksampler_sigmas(model, steps: int, sampler_name: str, scheduler: str, denoise: float) -> torch.Tensor:
-    """The schedule KSampler runs for steps, scheduler and denoise (made by its own code), for a
-    SAMPLER input given without SIGMAS."""
-    return comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
-                                   scheduler=scheduler, denoise=denoise, model_options=model.model_options).sigmas
+def sample(model, noise: torch.Tensor, latent: torch.Tensor, positive, negative, *, steps: int, cfg: float,
+           sampler_name: str, scheduler: str, denoise: float, sampler=None, sigmas: torch.Tensor | None = None,
+           **options) -> tuple[torch.Tensor, int]:
+    """One sampling run and the steps it ran: as KSampler runs it, or, with a SAMPLER (in place of
+    sampler_name) or SIGMAS (in place of steps, scheduler and denoise), as SamplerCustom runs it.
+    A SAMPLER alone runs the schedule KSampler's own code makes. options: noise_mask, callback,
+    disable_pbar and seed, as comfy.sample takes them."""
+    if sampler is None and sigmas is None:
+        return comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
+                                   denoise=denoise, **options), steps
+    if sigmas is None:
+        sigmas = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
+                                         scheduler=scheduler, denoise=denoise,
+                                         model_options=model.model_options).sigmas
+    if sampler is None:
+        sampler = comfy.samplers.sampler_object(sampler_name)
+    return comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent,
+                                      **options), len(sigmas) - 1
 
 
 def custom_sampling_inputs(sampler_scope: str, sigmas_tooltip: str) -> list:

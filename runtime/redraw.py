@@ -17,7 +17,7 @@ from ..core.pixel_upscale import PixelRoute
 from ..core.vae_program import UnsupportedVAE
 from ..core.tiling import snap, tile_batches
 from . import vae as runtime_vae
-from .custom_sampling import ksampler_sigmas
+from . import custom_sampling
 from .host import progress_ticker
 from .tile_conds import ConditioningTiles, ControlCache
 
@@ -183,11 +183,7 @@ class Redraw:
         noise = torch.cat([comfy.sample.prepare_noise(c, cr.patch_seed(self.seed, p.key)) for c, p in zip(crops, batch)])
         mask = torch.cat([p.mask.expand(per, 1, *p.mask.shape[-2:]) for p in batch])
         positive, negative = self.conds.for_tiles(regions, per)
-        if self.sampler is None:
-            return comfy.sample.sample(self.model, noise, self.steps, self.cfg, self.sampler_name, self.scheduler,
-                                       positive, negative, latent, denoise=denoise, noise_mask=mask,
-                                       sigmas=self.sigmas, disable_pbar=True, seed=self.seed)
-        sigmas = self.sigmas if self.sigmas is not None else \
-            ksampler_sigmas(self.model, self.steps, self.sampler_name, self.scheduler, denoise)
-        return comfy.sample.sample_custom(self.model, noise, self.cfg, self.sampler, sigmas, positive, negative,
-                                          latent, noise_mask=mask, disable_pbar=True, seed=self.seed)
+        return custom_sampling.sample(self.model, noise, latent, positive, negative, steps=self.steps, cfg=self.cfg,
+                                      sampler_name=self.sampler_name, scheduler=self.scheduler, denoise=denoise,
+                                      sampler=self.sampler, sigmas=self.sigmas, noise_mask=mask, disable_pbar=True,
+                                      seed=self.seed)[0]

@@ -6,11 +6,10 @@ from __future__ import annotations
 import torch
 import comfy.model_management
 import comfy.sample
-import comfy.samplers
 import comfy.utils
 import latent_preview
 
-from .custom_sampling import ksampler_sigmas
+from . import custom_sampling
 
 
 class StageProgress:
@@ -51,17 +50,11 @@ def sample_stage(model, latent: dict, *, seed: int, steps: int, cfg: float, samp
     (in place of steps, scheduler and denoise) as SamplerCustom does."""
     z = latent["samples"]
     noise = comfy.sample.prepare_noise(z, seed, latent.get("batch_index"))
-    common = dict(noise_mask=latent.get("noise_mask"), callback=progress.callback(),
-                  disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
-    if sampler is None and sigmas is None:
-        out = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, z,
-                                  denoise=denoise, **common)
-    else:
-        if sigmas is None:
-            sigmas = ksampler_sigmas(model, steps, sampler_name, scheduler, denoise)
-        sampler = sampler if sampler is not None else comfy.samplers.sampler_object(sampler_name)
-        out = comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, z, **common)
-        steps = len(sigmas) - 1
+    out, steps = custom_sampling.sample(model, noise, z, positive, negative, steps=steps, cfg=cfg,
+                                        sampler_name=sampler_name, scheduler=scheduler, denoise=denoise,
+                                        sampler=sampler, sigmas=sigmas, noise_mask=latent.get("noise_mask"),
+                                        callback=progress.callback(),
+                                        disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
     progress.finish_stage(steps)
     return out
 
