@@ -96,6 +96,11 @@ class ChessTileRedraw(io.ComfyNode):
                                        "pixels: decoded, resized with float lanczos in pixels and encoded, tile by "
                                        "tile, never the whole picture (sharper; costs a decode and an encode). An "
                                        "upscale_model takes the pixel route either way."),
+                io.Boolean.Input("noise_inversion", default=False, optional=True,
+                                 tooltip="Start each tile from the noise the model inverts it to (its sampling "
+                                         "run backwards with the tile's prompt), not from random noise: a redraw "
+                                         "at 0.5-0.7 denoise then adds detail and keeps the composition. Costs "
+                                         "one more model call per step and tile (the inversion runs unguided)."),
             ],
             outputs=[io.Image.Output("redrawn_image", display_name="image",
                                      tooltip="The redrawn picture, decoded only when something reads it (at poster "
@@ -111,7 +116,7 @@ class ChessTileRedraw(io.ComfyNode):
                 padding=64, mask_feather=32, tile_batch_size=4, redraw_order=cr.CHESS, seam_fix=cr.SEAMS_NONE,
                 seam_fix_denoise=0.3, seam_fix_width=64, seam_fix_feather=16, vae_mode=runtime_vae.AUTO, image=None,
                 latent=None, upscale_model=None, latent_resize=LATENT_LANCZOS, mask=None, sampler=None,
-                sigmas=None) -> io.NodeOutput:
+                sigmas=None, noise_inversion=False) -> io.NodeOutput:
         if image is None and latent is None:
             raise ValueError(f"{NODE}: connect an image or a latent to upscale")
         if image is not None and latent is not None:
@@ -143,7 +148,7 @@ class ChessTileRedraw(io.ComfyNode):
         allowed = redraw_mask(masks, height, width)
         redraw = Redraw(model, positive, negative, canvas, seed=seed, steps=steps, cfg=cfg,
                         sampler_name=sampler_name, scheduler=scheduler, allowed=allowed, sampler=sampler,
-                        sigmas=sigmas)
+                        sigmas=sigmas, noise_inversion=bool(noise_inversion))
         redraw.run(redraws, seams, denoise=denoise, seam_fix_denoise=seam_fix_denoise, batch_size=tile_batch_size)
         image_out = None
         if output_read(cls.hidden, 0):

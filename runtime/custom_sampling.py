@@ -22,6 +22,12 @@ def checked_sigmas(node: str, sigmas) -> torch.Tensor | None:
     return sigmas
 
 
+def schedule(model, *, steps: int, sampler_name: str, scheduler: str, denoise: float) -> torch.Tensor:
+    """The sigmas KSampler runs for these settings (empty at denoise 0: nothing is sampled)."""
+    return comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
+                                   scheduler=scheduler, denoise=denoise, model_options=model.model_options).sigmas
+
+
 def sample(model, noise: torch.Tensor, latent: torch.Tensor, positive, negative, *, steps: int, cfg: float,
            sampler_name: str, scheduler: str, denoise: float, sampler=None, sigmas: torch.Tensor | None = None,
            **options) -> tuple[torch.Tensor, int]:
@@ -33,9 +39,7 @@ def sample(model, noise: torch.Tensor, latent: torch.Tensor, positive, negative,
         return comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
                                    denoise=denoise, **options), steps
     if sigmas is None:
-        sigmas = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
-                                         scheduler=scheduler, denoise=denoise,
-                                         model_options=model.model_options).sigmas
+        sigmas = schedule(model, steps=steps, sampler_name=sampler_name, scheduler=scheduler, denoise=denoise)
     if sampler is None:
         sampler = comfy.samplers.sampler_object(sampler_name)
     return comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent,

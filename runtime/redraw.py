@@ -18,6 +18,7 @@ from ..core.vae_program import UnsupportedVAE
 from ..core.tiling import snap, tile_batches
 from . import vae as runtime_vae
 from . import custom_sampling
+from .noise_inversion import inverted_noise
 from .host import progress_ticker
 from .tile_conds import ConditioningTiles, ControlCache
 
@@ -134,15 +135,18 @@ class Redraw:
     """One redraw run's settings and the sampling of a batch of patches."""
 
     def __init__(self, model, positive, negative, canvas, *, seed, steps, cfg, sampler_name, scheduler,
-                 allowed: torch.Tensor | None = None, sampler=None, sigmas: torch.Tensor | None = None):
+                 allowed: torch.Tensor | None = None, sampler=None, sigmas: torch.Tensor | None = None,
+                 noise_inversion: bool = False):
         """allowed: where the picture may change, canvas-sized (batch or 1, 1, height, width), or
         None for everywhere (redraw_mask makes it from a MASK and a latent's noise_mask).
         sampler (a SAMPLER) replaces sampler_name; sigmas (SIGMAS) the schedule that steps,
-        scheduler and each pass's denoise make: every tile runs exactly them, as SamplerCustom does."""
+        scheduler and each pass's denoise make: every tile runs exactly them, as SamplerCustom does.
+        noise_inversion: each patch starts from the noise its own content inverts to
+        (runtime.noise_inversion), not from seeded random noise."""
         self.model, self.canvas, self.allowed = model, canvas, allowed
         self.seed, self.steps, self.cfg = seed, steps, cfg
         self.sampler_name, self.scheduler = sampler_name, scheduler
-        self.sampler, self.sigmas = sampler, sigmas
+        self.sampler, self.sigmas, self.noise_inversion = sampler, sigmas, noise_inversion
         self.controls = ControlCache()
         self.conds = ConditioningTiles([positive, negative], canvas.shape[-2], canvas.shape[-1], self.controls)
 
@@ -179,11 +183,23 @@ class Redraw:
         per = self.canvas.shape[0]
         regions = [p.region for p in batch]
         latent = torch.cat(crops)
-        # Each patch's noise comes from the seed and its place on the grid, never from its batch.
-        noise = torch.cat([comfy.sample.prepare_noise(c, cr.patch_seed(self.seed, p.key)) for c, p in zip(crops, batch)])
         mask = torch.cat([p.mask.expand(per, 1, *p.mask.shape[-2:]) for p in batch])
         positive, negative = self.conds.for_tiles(regions, per)
+        sigmas = self.sigmas
+        if self.noise_inversion:
+            if sigmas is None:  # the schedule KSampler would run, made here so the inversion runs it too
+                sigmas = custom_sampling.schedule(self.model, steps=self.steps, sampler_name=self.sampler_name,
+                                                  scheduler=self.scheduler, denoise=denoise)
+            if len(sigmas) < 2:  # denoise 0: nothing is sampled, so there is nothing to invert
+                return latent
+            # The whole region is inverted, context too: the sampler pins the context to the
+            # source noised with this noise, so it must be the context's own.
+            noise = inverted_noise(self.model, latent, positive, negative, sigmas, seed=self.seed)
+        else:
+            # Each patch's noise comes from the seed and its place on the grid, never from its batch.
+            noise = torch.cat([comfy.sample.prepare_noise(c, cr.patch_seed(self.seed, p.key))
+                               for c, p in zip(crops, batch)])
         return custom_sampling.sample(self.model, noise, latent, positive, negative, steps=self.steps, cfg=self.cfg,
                                       sampler_name=self.sampler_name, scheduler=self.scheduler, denoise=denoise,
-                                      sampler=self.sampler, sigmas=self.sigmas, noise_mask=mask, disable_pbar=True,
+                                      sampler=self.sampler, sigmas=sigmas, noise_mask=mask, disable_pbar=True,
                                       seed=self.seed)[0]

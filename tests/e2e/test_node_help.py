@@ -23,12 +23,12 @@ WAIT_MS = 30_000  # generous: the machine's cores may be busy; every wait ends o
 
 NODES = ["ExpanseTiledVAEDecode", "ExpanseTiledVAEEncode", "ExpanseTiledDiffusion", "ExpanseLatentUpscaleAdvanced",
          "ExpanseProgressiveGrowSampler", "ExpanseChessTileRedraw", "ExpanseRegionPrompt", "ExpanseDemoModelLoader",
-         "ExpanseSaveLargeImage"]
+         "ExpanseSaveLargeImage", "ExpanseNoiseInversion"]
 # What users type for the technique (the peers' names), and the node it must find.
 ALIASES = {"ultimate sd upscale": "ExpanseChessTileRedraw", "tile upscale": "ExpanseChessTileRedraw",
            "multidiffusion": "ExpanseTiledDiffusion", "mixture of diffusers": "ExpanseTiledDiffusion",
            "hires fix": "ExpanseProgressiveGrowSampler", "regional prompt": "ExpanseRegionPrompt",
-           "tiled vae": "ExpanseTiledVAEDecode"}
+           "tiled vae": "ExpanseTiledVAEDecode", "unsampler": "ExpanseNoiseInversion"}
 NAMES = {"Chess Tile Redraw": "ExpanseChessTileRedraw", "Tiled Diffusion": "ExpanseTiledDiffusion"}
 MARKUP = ("`", "**", "](")  # what the frontend would show literally in a tooltip or description
 OUR_DOCS = "/docs/Expanse"  # in every URL the frontend asks for one of our pages (the ids' prefix)

@@ -25,6 +25,7 @@ PACK_NODES = {
                      "canvas_width", "canvas_height"},
     "ExpanseDemoModelLoader": {"weights"},
     "ExpanseSaveLargeImage": {"samples", "vae", "filename_prefix", "vae_mode", "compression", "deep_zoom"},
+    "ExpanseNoiseInversion": {"model", "positive", "negative", "latent", "steps", "scheduler", "denoise"},
 }
 DEMO = {"class_type": "ExpanseDemoModelLoader", "inputs": {"weights": "expanse-demo.safetensors"}}
 # The uploaded picture's side: the demo VAE was fitted at 256-384 px and loses accuracy at its borders

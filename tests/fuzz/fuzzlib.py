@@ -175,6 +175,23 @@ def save_large_prompt() -> dict:
     return prompt
 
 
+def inversion_prompt() -> dict:
+    """The 64 px picture's latent inverted to denoise 0.6 in 2 steps and redrawn from the inverted
+    noise by SamplerCustomAdvanced, as a user wires it."""
+    prompt = base_prompt()
+    prompt["invert"] = {"class_type": "ExpanseNoiseInversion",
+                        "inputs": {"model": ["model", 0], "positive": ["positive", 0], "negative": ["negative", 0],
+                                   "latent": ["sample", 0], "steps": 2, "scheduler": "normal", "denoise": 0.6}}
+    prompt["guider"] = {"class_type": "CFGGuider", "inputs": {"model": ["model", 0], "positive": ["positive", 0],
+                                                              "negative": ["negative", 0], "cfg": 5.0}}
+    prompt["sampler"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}}
+    prompt["redraw"] = {"class_type": "SamplerCustomAdvanced",
+                        "inputs": {"noise": ["invert", 0], "guider": ["guider", 0], "sampler": ["sampler", 0],
+                                   "sigmas": ["invert", 1], "latent_image": ["sample", 0]}}
+    prompt["decode"]["inputs"]["samples"] = ["redraw", 0]
+    return prompt
+
+
 def region_prompt(tiled: bool = True) -> dict:
     """A foreground region on the right half of a 128x64 canvas, sampled through TiledDiffusion."""
     prompt = tiled_prompt() if tiled else base_prompt(128, 64)

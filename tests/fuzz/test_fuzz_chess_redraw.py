@@ -36,6 +36,11 @@ def tile(size: int):
     return change
 
 
+def inversion_on(prompt: dict) -> dict:
+    prompt["chess"]["inputs"]["noise_inversion"] = True
+    return prompt
+
+
 TABLE = Table("ExpanseChessTileRedraw", "chess", chess_prompt, [
     Num("upscale_by", "FLOAT", 1.0, 8.0, 0.05, ok=(1.02,)),  # 1.02: a 65.28 px canvas, off the grid
     Num("seed", "INT", 0, U64, ok=(U64,)),
@@ -64,9 +69,12 @@ TABLE = Table("ExpanseChessTileRedraw", "chess", chess_prompt, [
     Named("image", "nor_latent", no_input, REFUSE, names=("image", "latent")),
     Named("tile_width", "8192_and_tile_height_8192", tile(8192), FINISH,
           why="a tile larger than the whole picture: a clear error or one tile"),
+    Named("noise_inversion", "on", inversion_on, FINISH, why="every tile inverted before it is redrawn"),
 ], unchecked={"model": "MODEL", "positive": "CONDITIONING", "negative": "CONDITIONING", "vae": "VAE",
               "upscale_model": "UPSCALE_MODEL (no model file here)",
               "sampler": "SAMPLER (an object, not a value)",
-              "sigmas": "SIGMAS (bad schedules: tests/integration/test_chess_redraw_node.py)"})
+              "sigmas": "SIGMAS (bad schedules: tests/integration/test_chess_redraw_node.py)",
+              "noise_inversion": "BOOLEAN (any widget value is bool()-converted by ComfyUI); on: the named case "
+                                 "above"})
 test_the_table_follows_the_nodes_inputs, test_hostile_value, test_the_server_still_draws_the_good_prompt = \
     table_tests(TABLE)

@@ -25,7 +25,7 @@ def schemas() -> dict[str, dict]:
 
 
 def test_every_node_is_found():
-    assert len(schemas()) == 9
+    assert len(schemas()) == 10
 
 
 def test_no_page_without_a_node():

@@ -40,7 +40,7 @@ def registered_elsewhere() -> set[str]:
 
 
 def test_every_node_is_found():
-    assert len(our_node_ids()) == 9 and len(set(our_node_ids())) == 9, our_node_ids()
+    assert len(our_node_ids()) == 10 and len(set(our_node_ids())) == 10, our_node_ids()
 
 
 @pytest.mark.parametrize("node_id", our_node_ids())
