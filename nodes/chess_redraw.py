@@ -18,6 +18,9 @@ from ..runtime.redraw import (LATENT_LANCZOS, LATENT_RESIZES, Redraw, checked_ma
                               upscaled_canvas)
 
 NODE = "ChessTileRedraw"
+# color_match's low frequencies: below a Gaussian of this many picture px (StableSR's wavelet colour
+# fix, five levels of a dilated 3x3 blur, is one of about 13 px), in latent px for the redraw.
+COLOUR_SIGMA_PX = 16
 
 log = logging.getLogger("expanse")
 
@@ -101,6 +104,12 @@ class ChessTileRedraw(io.ComfyNode):
                                          "run backwards with the tile's prompt), not from random noise: a redraw "
                                          "at 0.5-0.7 denoise then adds detail and keeps the composition. Costs "
                                          "one more model call per step and tile (the inversion runs unguided)."),
+                io.Boolean.Input("color_match", default=True, optional=True,
+                                 tooltip="Keep the picture's colours: each redrawn tile's low frequencies (its "
+                                         "tint and shading, wider than about 40 px) are matched to the picture "
+                                         "it was redrawn from, so colours do not drift from tile to tile; the "
+                                         "detail the redraw adds stays. Turn off when the prompt should change "
+                                         "colours."),
             ],
             outputs=[io.Image.Output("redrawn_image", display_name="image",
                                      tooltip="The redrawn picture, decoded only when something reads it (at poster "
@@ -116,7 +125,7 @@ class ChessTileRedraw(io.ComfyNode):
                 padding=64, mask_feather=32, tile_batch_size=4, redraw_order=cr.CHESS, seam_fix=cr.SEAMS_NONE,
                 seam_fix_denoise=0.3, seam_fix_width=64, seam_fix_feather=16, vae_mode=runtime_vae.AUTO, image=None,
                 latent=None, upscale_model=None, latent_resize=LATENT_LANCZOS, mask=None, sampler=None,
-                sigmas=None, noise_inversion=False) -> io.NodeOutput:
+                sigmas=None, noise_inversion=False, color_match=True) -> io.NodeOutput:
         if image is None and latent is None:
             raise ValueError(f"{NODE}: connect an image or a latent to upscale")
         if image is not None and latent is not None:
@@ -148,7 +157,8 @@ class ChessTileRedraw(io.ComfyNode):
         allowed = redraw_mask(masks, height, width)
         redraw = Redraw(model, positive, negative, canvas, seed=seed, steps=steps, cfg=cfg,
                         sampler_name=sampler_name, scheduler=scheduler, allowed=allowed, sampler=sampler,
-                        sigmas=sigmas, noise_inversion=bool(noise_inversion))
+                        sigmas=sigmas, noise_inversion=bool(noise_inversion),
+                        colour_sigma=COLOUR_SIGMA_PX / ratio if color_match else 0.0)
         redraw.run(redraws, seams, denoise=denoise, seam_fix_denoise=seam_fix_denoise, batch_size=tile_batch_size)
         image_out = None
         if output_read(cls.hidden, 0):

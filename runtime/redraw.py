@@ -11,6 +11,7 @@ import comfy.model_management as mm
 import comfy.sample
 
 from ..core import chess_redraw as cr
+from ..core.colour_match import matched_colours
 from ..core import latent_resample as lr
 from ..core import tiled_vae
 from ..core.pixel_upscale import PixelRoute
@@ -136,17 +137,20 @@ class Redraw:
 
     def __init__(self, model, positive, negative, canvas, *, seed, steps, cfg, sampler_name, scheduler,
                  allowed: torch.Tensor | None = None, sampler=None, sigmas: torch.Tensor | None = None,
-                 noise_inversion: bool = False):
+                 noise_inversion: bool = False, colour_sigma: float = 0.0):
         """allowed: where the picture may change, canvas-sized (batch or 1, 1, height, width), or
         None for everywhere (redraw_mask makes it from a MASK and a latent's noise_mask).
         sampler (a SAMPLER) replaces sampler_name; sigmas (SIGMAS) the schedule that steps,
         scheduler and each pass's denoise make: every tile runs exactly them, as SamplerCustom does.
         noise_inversion: each patch starts from the noise its own content inverts to
-        (runtime.noise_inversion), not from seeded random noise."""
+        (runtime.noise_inversion), not from seeded random noise. colour_sigma: above 0, each result's
+        low frequencies (a Gaussian of that many latent px) are the region's as the pass read it
+        (core.colour_match)."""
         self.model, self.canvas, self.allowed = model, canvas, allowed
         self.seed, self.steps, self.cfg = seed, steps, cfg
         self.sampler_name, self.scheduler = sampler_name, scheduler
         self.sampler, self.sigmas, self.noise_inversion = sampler, sigmas, noise_inversion
+        self.colour_sigma = colour_sigma
         self.controls = ControlCache()
         self.conds = ConditioningTiles([positive, negative], canvas.shape[-2], canvas.shape[-1], self.controls)
 
@@ -174,9 +178,13 @@ class Redraw:
         source = cr.PassSource(self.canvas, patches)
         for indices in batches:
             batch = [patches[i] for i in indices]
-            result = self._sample([source.read(i) for i in indices], batch, denoise)
+            crops = [source.read(i) for i in indices]
+            result = self._sample(crops, batch, denoise)
             for k, patch in enumerate(batch):
-                cr.paste(self.canvas, patch, result[k * per:(k + 1) * per])
+                redrawn = result[k * per:(k + 1) * per]
+                if self.colour_sigma > 0:
+                    redrawn = matched_colours(redrawn, crops[k], self.colour_sigma)
+                cr.paste(self.canvas, patch, redrawn)
                 tick()
 
     def _sample(self, crops: list[torch.Tensor], batch: list[cr.Patch], denoise: float) -> torch.Tensor:

@@ -75,6 +75,8 @@ TABLE = Table("ExpanseChessTileRedraw", "chess", chess_prompt, [
               "sampler": "SAMPLER (an object, not a value)",
               "sigmas": "SIGMAS (bad schedules: tests/integration/test_chess_redraw_node.py)",
               "noise_inversion": "BOOLEAN (any widget value is bool()-converted by ComfyUI); on: the named case "
-                                 "above"})
+                                 "above",
+              "color_match": "BOOLEAN (any widget value is bool()-converted by ComfyUI; on by default, so every "
+                             "case runs it)"})
 test_the_table_follows_the_nodes_inputs, test_hostile_value, test_the_server_still_draws_the_good_prompt = \
     table_tests(TABLE)
