@@ -339,6 +339,98 @@ To upscale a picture of your own, put a Load Image in place of the drawn picture
     return g
 
 
+def _sky_mask(g: Graph) -> Node:
+    """The top half white: a 64x64 mask the redraw stretches over any picture (a soft edge)."""
+    black = g.add("SolidMask", "Keep (black)", value=0.0, width=64, height=64)
+    white = g.add("SolidMask", "Redraw (white)", value=1.0, width=64, height=32)
+    return g.add("MaskComposite", "Mask: the top half", destination=black["MASK"], source=white["MASK"], x=0, y=0,
+                 operation="add")
+
+
+def _one_redraw(g: Graph, loader: Node, picture: Out, prompts: tuple[str, str], title: str, note: tuple[str, str],
+                prefix: str, **settings) -> Node:
+    """Prompts, one Chess Tile Redraw of `picture` with the loader's model, a note by it (title,
+    text) and a Save Image of its picture."""
+    pos, neg = _prompts(g, loader["CLIP"], *prompts)
+    redraw = g.add("ExpanseChessTileRedraw", title, model=loader["MODEL"], positive=pos["CONDITIONING"],
+                   negative=neg["CONDITIONING"], vae=loader["VAE"], image=picture, upscale_by=2.0, seed=101,
+                   redraw_order="chess", tile_batch_size=4, **settings)
+    g.note(note[1], title=note[0], near=redraw)
+    g.add("SaveImage", images=redraw["image"], filename_prefix=prefix)
+    return redraw
+
+
+SD15_ABOUT = """Load your picture in Load Image; the prompt should describe {what}. Needs {model} in models/checkpoints: the frontend offers its download when it is missing. The "(demo model)" template of this technique runs the same nodes with no download."""
+OWN_PICTURE = """To upscale a picture of your own, put a Load Image in place of the drawn picture.
+
+"""
+INVERSION_NOTE = """noise_inversion on: each tile starts from the noise the model inverts it to, not from random noise, so denoise {denoise} adds detail and keeps the composition (with random noise, tiles redraw their content at this strength: turn it off to compare). The inversion costs one more model call per step and tile. euler keeps the inversion; ancestral and SDE samplers add noise of their own at each step and partly undo it."""
+MASK_NOTE = """mask: where to redraw (white), stretched over the picture. Outside it the picture stays as upscaled, bit for bit, and tiles whose paste cannot reach it are not sampled at all. Here the top half (the sky); to choose the part yourself, paint it in Load Image's mask editor (right-click the node, Open in MaskEditor) and connect Load Image's MASK to mask instead. color_match is off so that the prompt may change the sky's colours (on, a redraw keeps them)."""
+
+
+def chess_inversion(defs: Definitions) -> Graph:
+    g = Graph("chess_redraw_noise_inversion", defs)
+    g.note("""Upscale a picture 2x and redraw it strongly (denoise 0.55) with SD1.5 without losing its composition: Chess Tile Redraw with noise inversion (the most praised upscale mode of the A1111 Tiled Diffusion extension).
+
+""" + SD15_ABOUT.format(what="it", model=SD15), title="About this workflow")
+    ckpt = _checkpoint(g, SD15)
+    picture = g.add("LoadImage", "Picture to upscale", image=EXAMPLE_IMAGE)
+    _one_redraw(g, ckpt, picture["IMAGE"],
+                ("a detailed landscape photograph, sharp focus, fine texture, high quality", NEGATIVE_SD15),
+                "Chess Tile Redraw 2x, noise inversion", ("Redraw settings", INVERSION_NOTE.format(denoise=0.55)),
+                "expanse/chess_noise_inversion", steps=20, cfg=6.0, sampler_name="euler", scheduler="normal",
+                denoise=0.55, tile_width=512, tile_height=512, padding=64, mask_feather=32, seam_fix="band",
+                seam_fix_denoise=0.3, seam_fix_width=64, seam_fix_feather=16, noise_inversion=True)
+    return g
+
+
+def chess_inversion_demo(defs: Definitions) -> Graph:
+    g = Graph("chess_redraw_noise_inversion_demo", defs)
+    g.note("""Upscale a picture 2x and redraw it strongly (denoise 0.6) on the demo model without losing its composition: Chess Tile Redraw with noise inversion. The demo model first draws a 256x192 picture; the redraw doubles it and redraws 256x192 px tiles in chess order.
+
+""" + OWN_PICTURE + DEMO_ABOUT.format(other=f"{TITLES['chess_redraw_noise_inversion']!r}", model="SD1.5"),
+           title="About this workflow")
+    model = _demo_model(g)
+    text = "red and white vertical stripes"
+    picture = _demo_picture(g, model, text, 256, 192, seed=2, title="Picture to upscale")
+    _one_redraw(g, model, picture["IMAGE"], (text, ""), "Chess Tile Redraw 2x, noise inversion",
+                ("Redraw settings", INVERSION_NOTE.format(denoise=0.6)), "expanse/chess_noise_inversion_demo",
+                steps=8, cfg=4.0, sampler_name="euler", scheduler="normal", denoise=0.6, tile_width=256,
+                tile_height=192, padding=32, mask_feather=16, noise_inversion=True)
+    return g
+
+
+def chess_masked(defs: Definitions) -> Graph:
+    g = Graph("chess_redraw_masked", defs)
+    g.note("""Upscale a picture 2x and redraw only part of it with SD1.5: Chess Tile Redraw with a mask. The rest of the picture is upscaled and kept as it is, and the tiles away from the mask cost nothing.
+
+""" + SD15_ABOUT.format(what="the part you redraw", model=SD15), title="About this workflow")
+    ckpt = _checkpoint(g, SD15)
+    picture = g.add("LoadImage", "Picture to upscale", image=EXAMPLE_IMAGE)
+    _one_redraw(g, ckpt, picture["IMAGE"], ("a dramatic sky with detailed clouds, sharp focus, high quality",
+                                            NEGATIVE_SD15),
+                "Chess Tile Redraw 2x, masked", ("Mask", MASK_NOTE), "expanse/chess_masked", mask=_sky_mask(g)["MASK"], color_match=False,
+                steps=20, cfg=7.0, sampler_name="dpmpp_2m", scheduler="karras", denoise=0.45, tile_width=512,
+                tile_height=512, padding=64, mask_feather=32)
+    return g
+
+
+def chess_masked_demo(defs: Definitions) -> Graph:
+    g = Graph("chess_redraw_masked_demo", defs)
+    g.note("""Upscale a picture 2x and redraw only its top half on the demo model: Chess Tile Redraw with a mask. The demo model first draws a 256x192 picture; the redraw doubles it and redraws the 128x96 px tiles under the mask, and keeps the rest as upscaled.
+
+""" + OWN_PICTURE + DEMO_ABOUT.format(other=f"{TITLES['chess_redraw_masked']!r}", model="SD1.5"),
+           title="About this workflow")
+    model = _demo_model(g)
+    picture = _demo_picture(g, model, "a day sky with clouds over mountains and a forest", 256, 192, seed=13,
+                            title="Picture to upscale")
+    _one_redraw(g, model, picture["IMAGE"], ("a sunset sky with clouds", ""), "Chess Tile Redraw 2x, masked",
+                ("Mask", MASK_NOTE), "expanse/chess_masked_demo", mask=_sky_mask(g)["MASK"], color_match=False, steps=10, cfg=5.0,
+                sampler_name="dpmpp_2m", scheduler="karras", denoise=0.5, tile_width=128, tile_height=96,
+                padding=32, mask_feather=16)
+    return g
+
+
 # --- the poster pipeline ---------------------------------------------------------------------------
 
 def poster(defs: Definitions) -> Graph:
@@ -606,6 +698,14 @@ TEMPLATES = {t.id: t for t in [
     Template("chess_redraw_upscale_2x_4x", "Chess Tile Redraw (SD1.5) - upscale 4x in two passes", chess_upscale,
              "upscale"),
     Template("chess_redraw_demo", "Chess Tile Redraw (demo model) - upscale 2x", chess_demo, "upscale", demo=True),
+    Template("chess_redraw_noise_inversion", "Chess Tile Redraw (SD1.5) - strong 2x redraw with noise inversion",
+             chess_inversion, "upscale"),
+    Template("chess_redraw_noise_inversion_demo", "Chess Tile Redraw (demo model) - strong 2x redraw with noise "
+             "inversion", chess_inversion_demo, "upscale", demo=True),
+    Template("chess_redraw_masked", "Chess Tile Redraw (SD1.5) - 2x, redraw only the masked part", chess_masked,
+             "upscale"),
+    Template("chess_redraw_masked_demo", "Chess Tile Redraw (demo model) - 2x, redraw only the masked part",
+             chess_masked_demo, "upscale", demo=True),
     Template("poster_progressive_chess_redraw", "Poster (SD1.5) - 2048x3072, progressive grow + chess redraw", poster,
              "poster"),
     Template("poster_demo", "Poster (demo model) - progressive grow + chess redraw", poster_demo, "poster",
@@ -660,6 +760,14 @@ DEMO_RUNS = {
     "chess_redraw_upscale_2x_4x": {
         "prompts": {"Positive prompt": "a day sky with clouds over mountains and a forest"},
         "scale": 4, "steps": 12,
+        "images": {EXAMPLE_IMAGE: (512, 384, "a day sky with clouds over mountains and a forest")}},
+    "chess_redraw_noise_inversion": {
+        "prompts": {"Positive prompt": "red and white vertical stripes"},
+        "scale": 4, "steps": 8,
+        "images": {EXAMPLE_IMAGE: (512, 384, "red and white vertical stripes")}},
+    "chess_redraw_masked": {
+        "prompts": {"Positive prompt": "a sunset sky with clouds"},
+        "scale": 4, "steps": 10,
         "images": {EXAMPLE_IMAGE: (512, 384, "a day sky with clouds over mountains and a forest")}},
     "poster_progressive_chess_redraw": {
         "prompts": {"Positive prompt": "a sunset sky with a sun and clouds over mountains and a lake"},
