@@ -4,13 +4,15 @@
 // workflow saves, loads and queues exactly as without it.
 //
 // Around the box it shows what the graph says: every other region that reaches the same sampler
-// (labelled with its prompt's first words, coloured by type) and the canvas shape of the latent that
-// sampler draws on, with a warning when the node's own canvas size differs.
+// (labelled with its prompt's first words, coloured by type), the canvas shape of the latent that
+// sampler draws on, with a warning when the node's own canvas size differs, and under them the
+// picture where the graph has one (the image the sampler redraws, or its last result).
 //
 // It is a DOM widget, so it works with both ways the frontend draws nodes: the classic LiteGraph
 // canvas (the element lies over the canvas, and the graph calls onDraw as it draws the node) and
 // Nodes 2.0 (Vue nodes: the element is mounted inside the node's own DOM, and the graph canvas no
 // longer draws the node, so onDraw never comes). Nothing here asks which one is on.
+import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
 
 const NODE_CLASS = "ExpanseRegionPrompt";
@@ -21,6 +23,7 @@ const GRAB = 6; // CSS px either side of an edge that grabs the edge instead of 
 const PAD = 8; // CSS px around the canvas picture, so edge handles stay reachable
 const LINE = 14; // CSS px of a text line outside the picture: the size below it, a warning above it
 const DRAW_AFTER = 4; // CSS px the pointer must travel before a press on empty canvas draws a box
+const PICTURE_ALPHA = 0.6; // the picture under the boxes, dimmed
 const DEFAULT_CANVAS = { width: 1024, height: 1024 };
 const COLORS = {
   foreground: { fill: "rgba(255,150,40,0.22)", core: "rgba(255,150,40,0.38)", faint: "rgba(255,150,40,0.10)",
@@ -175,6 +178,72 @@ function sampledCanvas(ends) {
   return null;
 }
 
+// A picture a node shows (Load Image's preview, Save or Preview Image's last result, a sampler's
+// preview). The frontends keep it in node.imgs once they have drawn the node, so a node off screen
+// has none there yet; its last output's first image (app.nodeOutputs) is loaded here instead.
+function shownPicture(node) {
+  const img = node?.imgs?.[node.imageIndex ?? 0] ?? node?.imgs?.[0];
+  if (img?.complete && img.naturalWidth > 0) return img;
+  return node ? outputPicture(node) : null;
+}
+
+const outputPictures = new Map(); // URL -> the Image loading or loaded from it; the latest few
+const KEEP_OUTPUT_PICTURES = 16;
+
+function outputPicture(node) {
+  const image = app.nodeOutputs?.[String(node.id)]?.images?.[0];
+  if (!image?.filename) return null;
+  const query = new URLSearchParams({ filename: image.filename, type: image.type ?? "output",
+    subfolder: image.subfolder ?? "" });
+  const url = api.apiURL(`/view?${query}`);
+  let img = outputPictures.get(url);
+  if (!img) {
+    img = new Image();
+    img.src = url;
+    outputPictures.set(url, img);
+    if (outputPictures.size > KEEP_OUTPUT_PICTURES) outputPictures.delete(outputPictures.keys().next().value);
+  }
+  return img.complete && img.naturalWidth > 0 ? img : null;
+}
+
+// The first node within `hops` steps from `start` (not counting it) along `next` that shows a picture.
+function pictureAlong(start, next, hops = 3) {
+  let frontier = [start];
+  const seen = new Set([start.id]);
+  for (let hop = 0; hop < hops && frontier.length; hop++) {
+    const ahead = [];
+    for (const node of frontier) {
+      for (const n of next(node)) {
+        if (seen.has(n.id)) continue;
+        seen.add(n.id);
+        if (shownPicture(n)) return n;
+        ahead.push(n);
+      }
+    }
+    frontier = ahead;
+  }
+  return null;
+}
+
+// The picture to show under the boxes, where the graph has one: the image given to the sampler the
+// chain feeds (Load Image into Chess Tile Redraw), else the latest picture shown after it (its
+// decode's Save or Preview Image) or on it. Null where there is none yet.
+function pictureOf(ends) {
+  for (const end of ends) {
+    for (const sampler of [end, ...consumers(end, () => true)]) {
+      const from = pictureAlong(sampler, (n) => suppliers(n, (input) => input.type === "IMAGE")) ??
+        pictureAlong(sampler, (n) => consumers(n, () => true)) ?? (shownPicture(sampler) ? sampler : null);
+      if (!from) continue;
+      const img = shownPicture(from);
+      const picture = { from: from.title || from.type, width: img.naturalWidth, height: img.naturalHeight,
+        src: img.src.slice(0, 160) };
+      Object.defineProperty(picture, "element", { value: img, enumerable: false }); // drawn, not compared
+      return picture;
+    }
+  }
+  return null;
+}
+
 // The node's own canvas size widgets (the node measures the feather on them), null without them.
 function ownCanvas(node) {
   if (!widgetOf(node, "canvas_width") || !widgetOf(node, "canvas_height")) return null;
@@ -212,7 +281,8 @@ function regionView(node) {
 // Everything the picture shows besides the node's own box.
 function graphView(node) {
   const ends = chainEnds(node);
-  return { others: regionsReaching(ends).filter((r) => r !== node).map(regionView), canvas: canvasOf(node, ends) };
+  return { others: regionsReaching(ends).filter((r) => r !== node).map(regionView), canvas: canvasOf(node, ends),
+    picture: pictureOf(ends) };
 }
 
 // The step the box snaps to. The frontend's float widget callback rounds to options.round and
@@ -426,6 +496,12 @@ function paint(canvas, state) {
   const page = pageRect(state.canvas, canvas.clientWidth, canvas.clientHeight);
   ctx.fillStyle = "#1b1b1b";
   ctx.fillRect(page.left, page.top, page.width, page.height);
+  if (state.picture) { // dimmed, so the boxes and their labels stay readable over any picture
+    ctx.save();
+    ctx.globalAlpha = PICTURE_ALPHA;
+    ctx.drawImage(state.picture.element, page.left, page.top, page.width, page.height);
+    ctx.restore();
+  }
   ctx.strokeStyle = "#555";
   ctx.lineWidth = 1;
   ctx.strokeRect(page.left + 0.5, page.top + 0.5, page.width - 1, page.height - 1);
@@ -451,6 +527,8 @@ function paint(canvas, state) {
     regions: JSON.stringify(state.others),
     canvas: JSON.stringify({ width: size.width, height: size.height, source: size.source }),
     label: JSON.stringify(label),
+    picture: JSON.stringify(state.picture ? { from: state.picture.from, width: state.picture.width,
+      height: state.picture.height } : null),
   });
   if (warning) Object.assign(canvas.dataset, { warning: size.warning, warningAt: JSON.stringify(warning) });
   else for (const key of ["warning", "warningAt"]) delete canvas.dataset[key];
@@ -522,7 +600,7 @@ function addEditor(node) {
     type: widgetOf(node, "type")?.value,
     feather: Math.min(1, Math.max(0, numberOf(node, "feather", 0))),
     // Not yet in a graph (being created, being removed): nothing to walk.
-    ...(node.graph ? graphView(node) : { others: [], canvas: canvasOf(node, []) }),
+    ...(node.graph ? graphView(node) : { others: [], canvas: canvasOf(node, []), picture: null }),
   });
   // The picture as the user sees it (the graph is walked at most once a frame, not on every pointer move).
   const pageNow = () => drawnPage ?? pageRect(state().canvas, canvas.clientWidth, canvas.clientHeight);

@@ -667,9 +667,9 @@ def test_drawing_on_empty_canvas_draws_a_new_box(scene_page):
 SCREENSHOTS = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "screenshots")
 
 
-def save_drawing_screenshot(page, node_id):
-    """docs/screenshots/region_editor_draw.png: the node while a box is being drawn, from the newest
-    frontend (1.49+) in the classic canvas, the default; a palette PNG to keep it small."""
+def save_drawing_screenshot(page, node_id, name="region_editor_draw.png"):
+    """docs/screenshots/<name> (region_editor_draw.png: the node while a box is being drawn), from
+    the newest frontend (1.49+) in the classic canvas, the default; a palette PNG to keep it small."""
     version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ ?? '0.0'")
     vue = page.evaluate("() => !!document.querySelector('.lg-node[data-node-id]')")
     if vue or tuple(int(v) for v in version.split(".")[:2]) < (1, 49):
@@ -685,9 +685,128 @@ def save_drawing_screenshot(page, node_id):
     from PIL import Image
 
     os.makedirs(SCREENSHOTS, exist_ok=True)
-    path = os.path.join(SCREENSHOTS, "region_editor_draw.png")
+    path = os.path.join(SCREENSHOTS, name)
     page.screenshot(path=path, clip=clip)
     Image.open(path).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+
+
+# A region into Chess Tile Redraw, whose image is a Load Image of a red picture (uploaded first).
+JS_PICTURE_SCENE = """(imageName) => {
+    app.graph.clear();
+    window.__expanseScenes = (window.__expanseScenes ?? 0) + 1;
+    app.graph.last_node_id = 1000 * window.__expanseScenes;
+    const add = (type, pos) => { const n = LiteGraph.createNode(type); n.pos = pos; app.graph.add(n); return n; };
+    const text = add("CLIPTextEncode", [-500, 0]);
+    const region = add("ExpanseRegionPrompt", [0, 0]);
+    region.size = [420, Math.max(region.size[1], 560)];
+    __expanse.setBox(region.id, {x: 0.6, y: 0.6, width: 0.3, height: 0.3});
+    const redraw = add("ExpanseChessTileRedraw", [600, 0]);
+    const load = add("LoadImage", [0, 700]);
+    load.title = "The red picture";
+    text.connect(0, region, region.findInputSlot("conditioning"));
+    region.connect(0, redraw, redraw.findInputSlot("positive"));
+    load.connect(0, redraw, redraw.findInputSlot("image"));
+    const widget = load.widgets.find((w) => w.name === "image");
+    widget.value = imageName;
+    widget.callback?.(imageName);
+    return {region: region.id, load: load.id};
+}"""
+# The editor's pixel at a point of the canvas (fractions), in the picture's area outside any box.
+JS_PIXEL = """([id, fx, fy]) => {
+    const c = __expanse.canvas(id);
+    const page = JSON.parse(c.dataset.page);
+    const scale = c.width / c.clientWidth;
+    const x = Math.round((page.left + fx * page.width) * scale), y = Math.round((page.top + fy * page.height) * scale);
+    return Array.from(c.getContext("2d").getImageData(x, y, 1, 1).data);
+}"""
+
+
+def test_the_picture_the_chain_redraws_is_shown_under_the_boxes(scene_page, server):
+    """A Load Image into the Chess Tile Redraw the region's chain feeds: once its preview has loaded,
+    the editor draws it under the boxes, dimmed (a red picture shows red outside the box), and says
+    where it came from; a chain with no picture shows the empty canvas."""
+    import io
+
+    from PIL import Image
+
+    page = scene_page
+    png = io.BytesIO()
+    Image.new("RGB", (96, 64), (230, 20, 20)).save(png, format="PNG")
+    name = server.upload_image(png.getvalue(), "expanse_editor_red.png", overwrite=True)
+    ids = page.evaluate(JS_PICTURE_SCENE, name)
+    focus(page, ids["region"])
+    page.wait_for_function("(id) => JSON.parse(__expanse.canvas(id).dataset.picture ?? 'null') !== null",
+                           arg=ids["region"], timeout=WAIT_MS)
+    shown_picture = page.evaluate("(id) => JSON.parse(__expanse.canvas(id).dataset.picture)", ids["region"])
+    assert shown_picture == {"from": "The red picture", "width": 96, "height": 64}, shown_picture
+    red, green, blue, _ = page.evaluate(JS_PIXEL, [ids["region"], 0.2, 0.2])
+    assert red > green + 80 and red > blue + 80, (red, green, blue)
+    # Without the picture: the empty canvas again.
+    page.evaluate("(id) => app.graph.remove(app.graph.getNodeById(id))", ids["load"])
+    page.wait_for_function("(id) => JSON.parse(__expanse.canvas(id).dataset.picture ?? 'null') === null",
+                           arg=ids["region"], timeout=WAIT_MS)
+    red, green, blue, _ = page.evaluate(JS_PIXEL, [ids["region"], 0.2, 0.2])
+    assert abs(red - green) < 10 and abs(red - blue) < 10, (red, green, blue)
+
+
+# A region into a KSampler on the demo model whose decode goes to a Preview Image; nothing has run yet.
+JS_PREVIEW_SCENE = """() => {
+    app.graph.clear();
+    window.__expanseScenes = (window.__expanseScenes ?? 0) + 1;
+    app.graph.last_node_id = 1000 * window.__expanseScenes;
+    const add = (type, pos, values = {}) => {
+        const n = LiteGraph.createNode(type);
+        n.pos = pos;
+        app.graph.add(n);
+        for (const [k, v] of Object.entries(values)) n.widgets.find((w) => w.name === k).value = v;
+        return n;
+    };
+    const link = (from, slot, to, input) => from.connect(slot, to, to.findInputSlot(input));
+    const model = add("ExpanseDemoModelLoader", [-900, 0]);
+    const positive = add("CLIPTextEncode", [-500, 0], {text: "a day sky with clouds over mountains"});
+    const negative = add("CLIPTextEncode", [-500, 400], {text: ""});
+    const inside = add("CLIPTextEncode", [-500, 800], {text: "red and white checks"});
+    const region = add("ExpanseRegionPrompt", [0, 0]);
+    region.size = [420, Math.max(region.size[1], 560)];
+    __expanse.setBox(region.id, {x: 0.6, y: 0.6, width: 0.3, height: 0.3});
+    for (const [k, v] of [["canvas_width", 256], ["canvas_height", 128]]) __expanse.widget(region.id, k).value = v;
+    const latent = add("EmptyLatentImage", [0, 700], {width: 256, height: 128});
+    const sampler = add("KSampler", [600, 0], {steps: 8, cfg: 5});
+    const decode = add("VAEDecode", [1000, 0]);
+    const preview = add("PreviewImage", [1300, 0]);
+    preview.title = "The sampler's result";
+    link(model, 1, positive, "clip");
+    link(model, 1, negative, "clip");
+    link(model, 1, inside, "clip");
+    link(positive, 0, region, "conditioning");
+    link(inside, 0, region, "region_conditioning");
+    link(region, 0, sampler, "positive");
+    link(negative, 0, sampler, "negative");
+    link(model, 0, sampler, "model");
+    link(latent, 0, sampler, "latent_image");
+    link(sampler, 0, decode, "samples");
+    link(model, 2, decode, "vae");
+    link(decode, 0, preview, "images");
+    return {region: region.id};
+}"""
+
+
+def test_after_a_run_the_samplers_result_is_shown_under_the_boxes(scene_page):
+    """A text-to-image chain has no picture until it runs; queued from the page, the Preview Image
+    after the sampler's decode shows its result (off screen: from the node's outputs, not its drawn
+    preview), and the editor draws that under the boxes (docs/screenshots/region_editor_picture.png)."""
+    page = scene_page
+    ids = page.evaluate(JS_PREVIEW_SCENE)
+    focus(page, ids["region"])
+    assert page.evaluate("(id) => JSON.parse(__expanse.canvas(id).dataset.picture)", ids["region"]) is None
+    # What queuePrompt returns differs between frontends (1.32 says false for no errors): the picture tells.
+    page.evaluate("async () => { await app.queuePrompt(0, 1); }")
+    page.wait_for_function("(id) => JSON.parse(__expanse.canvas(id).dataset.picture ?? 'null') !== null",
+                           arg=ids["region"], timeout=120_000)
+    shown_picture = page.evaluate("(id) => JSON.parse(__expanse.canvas(id).dataset.picture)", ids["region"])
+    assert shown_picture == {"from": "The sampler's result", "width": 256, "height": 128}, shown_picture
+    wait_painted(page, ids["region"])
+    save_drawing_screenshot(page, ids["region"], "region_editor_picture.png")
 
 
 def test_the_extension_raised_no_errors(editor):
