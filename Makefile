@@ -22,4 +22,5 @@ bench: setup
 	$(PY) bench/progressive_bench.py --wall --name progressive_wall $(if $(filter 1,$(GPU)),,--final 512 --steps 4 --refine-steps 1)
 	$(PY) bench/chess_bench.py $(if $(filter 1,$(GPU)),--sd15,--results 1024 2048 4096)
 	$(PY) bench/upscale_quality_bench.py
+	$(PY) bench/lanczos_memory_bench.py
 	$(PY) bench/gigapixel_bench.py --vae-mode sampled $(if $(filter 1,$(GPU)),--sd15 --results 2048 4096 8192,)

@@ -211,20 +211,44 @@ def _direction(v: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
 
 # ---- lanczos -------------------------------------------------------------------------------
 
+# Output rows computed at a time: the passes' temporaries are a band's, not the picture's (a band
+# of 256 rows of a 32768 px wide latent canvas is 128 MiB a channel group; the whole canvas's were
+# 3x the output, 1 GiB at 32768x40960 px).
+LANCZOS_BAND_ROWS = 256
+
+
 def _lanczos(x: torch.Tensor, height: int, width: int, antialias: bool) -> torch.Tensor:
     # Gathering each output's few taps costs O(output x taps): a dense matrix would cost
     # O(output x input) per row, far too much for the latent of a gigapixel picture.
     # Gathering whole rows is a copy per row; gathering single values along a row is 2-3x slower
     # than transposing, gathering rows and transposing back, so both passes gather rows.
-    if width != x.shape[-1]:
-        x = _lanczos_dim(x.transpose(-1, -2).contiguous(), width, -2, antialias).transpose(-1, -2)
+    # Band by band of output rows, each from the input rows its taps read: rows are independent
+    # in the width pass and each output row reads its own taps in the height pass, so the bands
+    # give the whole picture's values bit for bit.
     if height != x.shape[-2]:
-        x = _lanczos_dim(x.contiguous(), height, -2, antialias)
-    return x.contiguous()
+        rows, row_weights = _lanczos_taps(x.shape[-2], height, antialias=antialias, lobes=LANCZOS_LOBES)
+    out = x.new_empty(*x.shape[:-2], height, width)
+    for y0 in range(0, height, LANCZOS_BAND_ROWS):
+        y1 = min(height, y0 + LANCZOS_BAND_ROWS)
+        if height != x.shape[-2]:
+            first, last = int(rows[y0:y1].min()), int(rows[y0:y1].max())
+            band = x[..., first:last + 1, :]
+        else:
+            band = x[..., y0:y1, :]
+        if width != x.shape[-1]:
+            band = _lanczos_dim(band.transpose(-1, -2).contiguous(), width, -2, antialias).transpose(-1, -2)
+        if height != x.shape[-2]:
+            band = _gather_rows(band.contiguous(), rows[y0:y1] - first, row_weights[y0:y1])
+        out[..., y0:y1, :] = band
+    return out
 
 
 def _lanczos_dim(x: torch.Tensor, size: int, dim: int, antialias: bool) -> torch.Tensor:
-    index, weight = _lanczos_taps(x.shape[dim], size, antialias=antialias, lobes=LANCZOS_LOBES)
+    return _gather_rows(x, *_lanczos_taps(x.shape[dim], size, antialias=antialias, lobes=LANCZOS_LOBES), dim=dim)
+
+
+def _gather_rows(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, dim: int = -2) -> torch.Tensor:
+    """Along dim, each output the weighted sum of the inputs index names: (out, taps) each."""
     index, weight = index.to(x.device), weight.to(x.device, x.dtype)
     along = [1] * x.ndim
     along[dim] = -1
