@@ -3,14 +3,13 @@
 (runtime.noise_inversion)."""
 from __future__ import annotations
 
-import comfy.sample
 import comfy.samplers
 from comfy_api.latest import io
 
 from ..runtime.checks import checked_entry
 from ..runtime.compat import node_schema
 from ..runtime.custom_sampling import checked_sigmas, schedule
-from ..runtime.geometry import model_geometry
+from ..runtime.geometry import model_latent
 from ..runtime.host import CATEGORY, progress_ticker
 from ..runtime.noise_inversion import InvertedNoise, inverted_noise
 
@@ -59,15 +58,7 @@ class NoiseInversion(io.ComfyNode):
     @checked_entry
     def execute(cls, model, positive, negative, latent, steps=20, scheduler="normal", denoise=0.6,
                 sigmas=None) -> io.NodeOutput:
-        z = latent["samples"]
-        if z.ndim != 4 or z.shape[0] == 0:
-            raise ValueError(f"{NODE}: latent must be an image latent (batch, channels, height, width), got shape "
-                             f"{tuple(z.shape)}")
-        z = comfy.sample.fix_empty_latent_channels(model, z)
-        channels = model_geometry(model)[0]
-        if z.shape[1] != channels:
-            raise ValueError(f"{NODE}: latent has {z.shape[1]} channels but the model takes {channels}; use a "
-                             "latent made for this model (VAE Encode with its VAE)")
+        z = model_latent(NODE, "latent", model, latent["samples"])
         sigmas = checked_sigmas(NODE, sigmas)
         if sigmas is None:
             sigmas = schedule(model, steps=steps, sampler_name="euler", scheduler=scheduler, denoise=denoise)

@@ -5,7 +5,6 @@ scheduler works, ancestral and SDE included, and a model patched by TiledDiffusi
 stages larger than its tiles in tiles."""
 from __future__ import annotations
 
-import comfy.sample
 from comfy_api.latest import io
 
 from ..core import latent_resample as lr
@@ -13,7 +12,7 @@ from ..core import progressive
 from ..runtime.checks import checked_entry
 from ..runtime.compat import node_schema
 from ..runtime.custom_sampling import checked_sigmas, custom_sampling_inputs
-from ..runtime.geometry import model_geometry
+from ..runtime.geometry import model_geometry, model_latent
 from ..runtime.host import CATEGORY, sampling_inputs
 from ..runtime.latent import resize_latent
 from ..runtime.stage_sampling import StageProgress, inject_noise, offset_seed, refine_sigmas, sample_stage
@@ -87,15 +86,8 @@ class ProgressiveGrowSampler(io.ComfyNode):
                 min_scale=0.25, max_scale=1.0, stages=4, spacing=progressive.GEOMETRIC, refine=True,
                 denoise_second=0.55, denoise_last=0.35, refine_steps=5, upscale_method="bislerp",
                 stage_noise=0.0, vae=None, sampler=None, sigmas=None) -> io.NodeOutput:
-        z = latent_image["samples"]
-        if z.ndim != 4 or z.shape[0] == 0:
-            raise ValueError(f"{NODE}: latent_image must be an image latent (batch, channels, height, width), "
-                             f"got shape {tuple(z.shape)}")
-        z = comfy.sample.fix_empty_latent_channels(model, z)
-        channels, _, grid = model_geometry(model)
-        if z.shape[1] != channels:
-            raise ValueError(f"{NODE}: latent_image has {z.shape[1]} channels but the model takes {channels}; "
-                             "use a latent made for this model (Empty Latent Image, or VAE Encode with its VAE)")
+        z = model_latent(NODE, "latent_image", model, latent_image["samples"])
+        grid = model_geometry(model)[2]
         try:
             stage_plan = progressive.plan(z.shape[-2], z.shape[-1], stages=stages, min_scale=min_scale,
                                           max_scale=max_scale, spacing=spacing, denoise_second=denoise_second,
