@@ -66,7 +66,8 @@ def inverted_noise(model, latent: torch.Tensor, positive, negative, sigmas: torc
     at_max = math.isclose(float(model_sampling.sigma_max), float(sigmas[0]), rel_tol=1e-05) or \
         float(sigmas[0]) > float(model_sampling.sigma_max)
     # noise_scaling is affine in the noise (start = offset + scale * noise): solve for the noise,
-    # with the same max_denoise the sampler will use.
+    # with the same max_denoise the sampler will use (comfy.samplers.Sampler.max_denoise's rule; the
+    # method needs the guider's model wrapper, which exists only while a guider samples).
     offset = model_sampling.noise_scaling(sigma, torch.zeros_like(source), source, at_max)
     scale = model_sampling.noise_scaling(sigma, torch.ones_like(source), source, at_max) - offset
     return ((top - offset) / scale).to(latent.device, latent.dtype)
