@@ -225,19 +225,20 @@ def _lanczos(x: torch.Tensor, height: int, width: int, antialias: bool) -> torch
     # Band by band of output rows, each from the input rows its taps read: rows are independent
     # in the width pass and each output row reads its own taps in the height pass, so the bands
     # give the whole picture's values bit for bit.
-    if height != x.shape[-2]:
+    resize_rows, resize_columns = height != x.shape[-2], width != x.shape[-1]
+    if resize_rows:
         rows, row_weights = _lanczos_taps(x.shape[-2], height, antialias=antialias, lobes=LANCZOS_LOBES)
     out = x.new_empty(*x.shape[:-2], height, width)
     for y0 in range(0, height, LANCZOS_BAND_ROWS):
         y1 = min(height, y0 + LANCZOS_BAND_ROWS)
-        if height != x.shape[-2]:
+        if resize_rows:
             first, last = int(rows[y0:y1].min()), int(rows[y0:y1].max())
             band = x[..., first:last + 1, :]
         else:
             band = x[..., y0:y1, :]
-        if width != x.shape[-1]:
+        if resize_columns:
             band = _lanczos_dim(band.transpose(-1, -2).contiguous(), width, -2, antialias).transpose(-1, -2)
-        if height != x.shape[-2]:
+        if resize_rows:
             band = _gather_rows(band.contiguous(), rows[y0:y1] - first, row_weights[y0:y1])
         out[..., y0:y1, :] = band
     return out
