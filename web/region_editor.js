@@ -165,15 +165,18 @@ function latentSize(node, seen = new Set()) {
   return slot >= 0 ? latentSize(node.getInputNode(slot), seen) : null;
 }
 
-// The canvas the chain is sampled on, where the graph says it: the latent_image of the sampler the
-// chain reaches, or of a sampler fed by where it ends (a guider into SamplerCustomAdvanced).
+// The nodes that may sample the chain, nearest first: each end (the sampler the chain reaches), and
+// what each end feeds (a guider into SamplerCustomAdvanced).
+function samplersOf(ends) {
+  return ends.flatMap((end) => [end, ...consumers(end, () => true)]);
+}
+
+// The canvas the chain is sampled on, where the graph says it: the latent_image of its sampler.
 function sampledCanvas(ends) {
-  for (const end of ends) {
-    for (const sampler of [end, ...consumers(end, () => true)]) {
-      const slot = sampler.findInputSlot?.("latent_image") ?? -1;
-      const size = slot >= 0 ? latentSize(sampler.getInputNode(slot)) : null;
-      if (size) return size;
-    }
+  for (const sampler of samplersOf(ends)) {
+    const slot = sampler.findInputSlot?.("latent_image") ?? -1;
+    const size = slot >= 0 ? latentSize(sampler.getInputNode(slot)) : null;
+    if (size) return size;
   }
   return null;
 }
@@ -229,17 +232,15 @@ function pictureAlong(start, next, hops = 3) {
 // chain feeds (Load Image into Chess Tile Redraw), else the latest picture shown after it (its
 // decode's Save or Preview Image) or on it. Null where there is none yet.
 function pictureOf(ends) {
-  for (const end of ends) {
-    for (const sampler of [end, ...consumers(end, () => true)]) {
-      const from = pictureAlong(sampler, (n) => suppliers(n, (input) => input.type === "IMAGE")) ??
-        pictureAlong(sampler, (n) => consumers(n, () => true)) ?? (shownPicture(sampler) ? sampler : null);
-      if (!from) continue;
-      const img = shownPicture(from);
-      const picture = { from: from.title || from.type, width: img.naturalWidth, height: img.naturalHeight,
-        src: img.src.slice(0, 160) };
-      Object.defineProperty(picture, "element", { value: img, enumerable: false }); // drawn, not compared
-      return picture;
-    }
+  for (const sampler of samplersOf(ends)) {
+    const from = pictureAlong(sampler, (n) => suppliers(n, (input) => input.type === "IMAGE")) ??
+      pictureAlong(sampler, (n) => consumers(n, () => true)) ?? (shownPicture(sampler) ? sampler : null);
+    if (!from) continue;
+    const img = shownPicture(from);
+    const picture = { from: from.title || from.type, width: img.naturalWidth, height: img.naturalHeight,
+      src: img.src.slice(0, 160) };
+    Object.defineProperty(picture, "element", { value: img, enumerable: false }); // drawn, not compared
+    return picture;
   }
   return null;
 }
