@@ -84,9 +84,9 @@ class _Sample:
         self.cols = lanczos_taps(self.mid_px[1], target_px[1])
         self.dec_pad = tv.padding_in(dec, route.decode_padding_px)
         self.enc_pad = tv.padding_in(route.encoder, route.encode_padding_px)
-        self.dec_stats = tv.sampled_stats(dec, *z.shape[-2:], route.sample, self.dec_pad,
-                                          lambda c: z[:, c.y0:c.y1, c.x0:c.x1], whole=z, device=device, dtype=dtype,
-                                          tick=tick)
+        self.dec_stats, self.dec_context = tv.sampled_stats(dec, *z.shape[-2:], route.sample, self.dec_pad,
+                                                            lambda c: z[:, c.y0:c.y1, c.x0:c.x1], whole=z,
+                                                            device=device, dtype=dtype, tick=tick)
 
     def _pixels(self, window: Box) -> torch.Tensor:
         """The upscaled picture's pixels in window (target pixel grid), as the encoder takes them."""
@@ -101,7 +101,8 @@ class _Sample:
         latent = Box(math.floor(sy0 / scale), math.ceil(sy1 / scale), math.floor(sx0 / scale), math.ceil(sx1 / scale))
         crop = latent.grown(self.dec_pad, *self.z.shape[-2:])
         decoded = tv.run_frozen(route.decoder, self.z[:, crop.y0:crop.y1, crop.x0:crop.x1], self.dec_stats,
-                                device=self.device, dtype=self.dtype)
+                                device=self.device, dtype=self.dtype,
+                                context=self.dec_context.of_crop(crop) if self.dec_context is not None else None)
         oy, ox = int(crop.y0 * scale), int(crop.x0 * scale)
         pixels = route.to_pixels(decoded[:, sy0 - oy:sy1 - oy, sx0 - ox:sx1 - ox].float())
         del decoded
@@ -123,12 +124,13 @@ class _Sample:
             return pixels
 
         # The upscaled picture never exists whole, so the encoder's sample has no guide.
-        enc_stats = tv.sampled_stats(enc, height, width, route.sample, self.enc_pad, crop_of, device=self.device,
-                                     dtype=self.dtype, tick=self.tick)
+        enc_stats, enc_context = tv.sampled_stats(enc, height, width, route.sample, self.enc_pad, crop_of,
+                                                  device=self.device, dtype=self.dtype, tick=self.tick)
         out_scale = enc.output_scale
         for box in tv.tile_boxes(enc, height, width, route.tile_px):
             crop = box.grown(self.enc_pad, height, width)
-            y = tv.run_frozen(enc, self._pixels(crop), enc_stats, device=self.device, dtype=self.dtype)
+            y = tv.run_frozen(enc, self._pixels(crop), enc_stats, device=self.device, dtype=self.dtype,
+                              context=enc_context.of_crop(crop) if enc_context is not None else None)
             local, dst = box.relative_to(crop).scaled(out_scale), box.scaled(out_scale)
             out[:, dst.y0:dst.y1, dst.x0:dst.x1] = y[:, local.y0:local.y1, local.x0:local.x1].to(out.device, out.dtype)
             if self.tick is not None:

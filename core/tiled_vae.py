@@ -21,9 +21,11 @@ every GroupNorm's statistics are pooled over the inner parts (padding excluded) 
 (estimate_stats). A shrunken copy of the whole input runs beside them as a control variate: the
 statistics are the copy's, corrected by how the crops differ from the copy at their places, so
 the layout comes from the copy and the full-resolution detail from the crops. Then every tile
-runs independently with those statistics frozen, as in fast mode (run_frozen). Memory is bounded
-by the sample and the copy (as exact mode on a picture of their total area) and the tile,
-whatever the canvas size.
+runs independently with those statistics frozen, as in fast mode (run_frozen). A global attention
+layer would see only its crop or tile; instead it also attends to the copy (or the whole canvas,
+where that is what the statistics came from), pooled to a few thousand tokens that each weigh as
+the area they stand for (AttentionContext). Memory is bounded by the sample and the copy (as exact
+mode on a picture of their total area) and the tile, whatever the canvas size.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from .attention_context import AttentionContext, ContextTokens, CropContext, pooled_size
 from .tiling import Box, grid, grid_count
 from .vae_program import AttentionPass, Conv, ConvPass, Norm, Program
 
@@ -172,8 +175,9 @@ def _pass_tile(program: Program, index: int, tile_px: int | None) -> int:
 class _Runner:
     def __init__(self, program: Program, *, device, dtype, park_device, tile_px: int | None,
                  frozen: GroupStats | None = None, record: GroupStats | None = None, tick: Tick | None = None,
-                 attention_margin_px: int | None = None):
+                 attention_margin_px: int | None = None, context: CropContext | None = None):
         self.program = program
+        self.context = context
         self.device, self.dtype, self.park_device = device, dtype, park_device
         self.tile_px = tile_px
         self.attention_margin_px = attention_margin_px
@@ -253,7 +257,9 @@ class _Runner:
             self._finish_tile(y, box, dst, sink)
         return dst
 
-    def _attention_pass(self, index: int, p: AttentionPass, buffers: dict[str, _Parked], sink) -> _Parked | None:
+    def _attention_pass(self, index: int, p: AttentionPass, buffers: dict[str, _Parked], sink,
+                        context: CropContext | None = None) -> _Parked | None:
+        context = context or self.context
         src = buffers[p.src]
         channels, height, width = src.data.shape
         scale, shift = self._affine(index, p.norm, src)
@@ -272,17 +278,25 @@ class _Runner:
         whole = Box(0, height, 0, width)
         margin = None if self.attention_margin_px is None else _pass_tile(self.program, index,
                                                                          self.attention_margin_px)
+        # A window sees the rest of the canvas as context, as a lone tile does (attention_context).
+        outside = ContextTokens.pooled(keys, values, height, width) if margin is not None else None
         for box in boxes:
             # Global attention (exact) costs the square of the area; a window keeps it linear.
             seen = whole if margin is None else box.grown(margin, height, width)
             k_seen, v_seen = (t[:, seen.y0:seen.y1, seen.x0:seen.x1].flatten(1).t().unsqueeze(0)
                               for t in (keys, values))
+            bias = None
+            if outside is not None:
+                k_seen, v_seen, bias = outside.beside(seen, k_seen, v_seen)
+            elif context is not None:
+                k_seen, v_seen, bias = context.extend(index, k_seen, v_seen)
             chunk = max(1, _ATTENTION_CHUNK_ELEMENTS // k_seen.shape[1])
             x = self._load(src.data[:, box.y0:box.y1, box.x0:box.x1])
             queries = q(torch.addcmul(shift, x, scale))
             c, bh, bw = queries.shape
             queries = queries.flatten(1).t().unsqueeze(0)
-            attended = torch.cat([F.scaled_dot_product_attention(queries[:, i:i + chunk], k_seen, v_seen)
+            attended = torch.cat([F.scaled_dot_product_attention(queries[:, i:i + chunk], k_seen, v_seen,
+                                                                 attn_mask=bias)
                                   for i in range(0, queries.shape[1], chunk)], dim=1)
             y = proj(attended.squeeze(0).t().reshape(c, bh, bw))
             y += x
@@ -432,23 +446,26 @@ def padding_in(program: Program, padding_px: int) -> int:
     return math.ceil(padding_px / float(program.pixel_scale) / g) * g if padding_px > 0 else 0
 
 
-def run_frozen(program: Program, crop: torch.Tensor, stats: GroupStats, *, device, dtype) -> torch.Tensor:
+def run_frozen(program: Program, crop: torch.Tensor, stats: GroupStats, *, device, dtype,
+               context: CropContext | None = None) -> torch.Tensor:
     """The program's output for one crop (C, h, w) run whole, every GroupNorm normalising with the
-    given statistics instead of the crop's own (fast and sampled modes' tiles)."""
+    given statistics instead of the crop's own (fast and sampled modes' tiles); its attention also
+    sees the rest of the canvas where a context is given."""
     pieces: list[torch.Tensor] = []
-    _Runner(program, device=device, dtype=dtype, park_device=device, tile_px=None,
-            frozen=stats).run(crop, lambda _, y: pieces.append(y))
+    _Runner(program, device=device, dtype=dtype, park_device=device, tile_px=None, frozen=stats,
+            context=context).run(crop, lambda _, y: pieces.append(y))
     return pieces[0]
 
 
 def _frozen_tiles(program: Program, sample: torch.Tensor, b: int, stats: GroupStats, sink: Sink, *, tile_px: int,
-                  pad_in: int, device, dtype, tick: Tick | None) -> None:
+                  pad_in: int, device, dtype, tick: Tick | None, context: AttentionContext | None = None) -> None:
     """Every tile of one sample run with padding and frozen statistics; the inner part to the sink."""
     out_scale = program.output_scale
     height, width = sample.shape[-2:]
     for box in tile_boxes(program, height, width, tile_px):
         crop = box.grown(pad_in, height, width)
-        y = run_frozen(program, sample[:, crop.y0:crop.y1, crop.x0:crop.x1], stats, device=device, dtype=dtype)
+        y = run_frozen(program, sample[:, crop.y0:crop.y1, crop.x0:crop.x1], stats, device=device, dtype=dtype,
+                       context=context.of_crop(crop) if context is not None else None)
         local = box.relative_to(crop).scaled(out_scale)
         sink(b, box.scaled(out_scale), y[:, local.y0:local.y1, local.x0:local.x1])
         if tick is not None:
@@ -598,7 +615,8 @@ def _pooled_moments(buffers: Sequence[dict[str, _Parked]], name: str, boxes: Seq
 
 def estimate_stats(program: Program, crops: Sequence[torch.Tensor], inner: Sequence[Box], *, device, dtype,
                    weights: Sequence[float] | None = None, guide: Guide | None = None, park_device=None,
-                   tick: Tick | None = None) -> GroupStats:
+                   tick: Tick | None = None, context: AttentionContext | None = None,
+                   crop_boxes: Sequence[Box] | None = None) -> GroupStats:
     """Every GroupNorm's statistics pooled over the inner parts of full-resolution crops.
 
     crops: input crops (C, h, w), each with context around its inner box; inner: each crop's inner
@@ -624,6 +642,12 @@ def estimate_stats(program: Program, crops: Sequence[torch.Tensor], inner: Seque
         runs.append((_Runner(program, device=device, dtype=dtype, park_device=park, tile_px=None,
                              frozen=guide_stats, tick=tick), guide_parked))
     weights = [1.0] * len(crops) if weights is None else weights
+    crop_contexts = [None] * len(crops)
+    if context is not None:
+        if crop_boxes is None or len(crop_boxes) != len(crops):
+            raise ValueError("estimate_stats needs every crop's box on the canvas to fill an attention context")
+        crop_contexts = [context.of_crop(box) for box in crop_boxes]
+    crop_contexts.append(None)  # the guide attends to the whole of itself
     last = len(program.passes) - 1
     for index, p in enumerate(program.passes):
         if p.norm is not None:
@@ -641,23 +665,54 @@ def estimate_stats(program: Program, crops: Sequence[torch.Tensor], inner: Seque
             stats[index] = (mean, var)
         if index == last:
             break
-        for run, parked in runs:
-            dst = (run._conv_pass if isinstance(p, ConvPass) else run._attention_pass)(index, p, parked, None)
+        if context is not None and isinstance(p, AttentionPass):
+            whole = (guide_parked if guide is not None else buffers[0])[p.src].data
+            context.add(index, *_key_value_maps(runner, index, p, whole, stats[index]))
+        for (run, parked), crop_context in zip(runs, crop_contexts):
+            if isinstance(p, ConvPass):
+                dst = run._conv_pass(index, p, parked, None)
+            else:
+                dst = run._attention_pass(index, p, parked, None, context=crop_context)
             for name in program.last_reads[index]:
                 del parked[name]
             parked[p.dst] = dst
     return stats
 
 
+def _key_value_maps(runner: _Runner, index: int, p: AttentionPass, x: torch.Tensor,
+                    stats: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """An attention pass's key and value maps of its input x (C, h, w), normalised with the given
+    statistics, pooled to its context's size: the key and value convolutions are 1x1 (affine), so
+    pooling their input first pools their outputs."""
+    scale, shift = _norm_affine(p.norm, *stats, x.shape[0], device=runner.device, dtype=runner.dtype)
+    side = pooled_size(*x.shape[1:])
+    h = F.adaptive_avg_pool2d(torch.addcmul(shift, runner._load(x), scale).unsqueeze(0), side).squeeze(0)
+    return tuple(_DeviceConv.of(c, runner.device, runner.dtype)(h) for c in (p.k, p.v))
+
+
 def sampled_stats(program: Program, height: int, width: int, sample: Sample, pad_in: int,
                   crop_of: Callable[[Box], torch.Tensor], *, whole: torch.Tensor | None = None, device, dtype,
-                  park_device=None, tick: Tick | None = None) -> GroupStats:
+                  park_device=None, tick: Tick | None = None) -> tuple[GroupStats, AttentionContext | None]:
     """Sampled mode's statistics of an input of height x width: its sample's crops (padded by
-    pad_in, made by crop_of) and, where the caller has the whole input, its guide."""
+    pad_in, made by crop_of) and, where the caller has the whole input, its guide; and the
+    attention context its tiles see (None without a guide, unless the one crop is the whole)."""
     inner, crops, weights = sample_crops(program, height, width, sample, pad_in, guided=whole is not None)
     guide = guide_for(program, whole, inner, sample) if whole is not None else None
-    return estimate_stats(program, [crop_of(c) for c in crops], [box.relative_to(c) for box, c in zip(inner, crops)],
-                          weights=weights, guide=guide, device=device, dtype=dtype, park_device=park_device, tick=tick)
+    context = None
+    if guide is not None or crops == [Box(0, height, 0, width)]:
+        context = attention_context(program, height, width)
+    stats = estimate_stats(program, [crop_of(c) for c in crops], [box.relative_to(c) for box, c in zip(inner, crops)],
+                           weights=weights, guide=guide, device=device, dtype=dtype, park_device=park_device,
+                           tick=tick, context=context, crop_boxes=crops)
+    return stats, context
+
+
+def attention_context(program: Program, height: int, width: int) -> AttentionContext | None:
+    """An empty AttentionContext for an input of height x width (None for a program without
+    attention)."""
+    scale_of = {program.input: Fraction(1), **{p.dst: program.scales[i] for i, p in enumerate(program.passes)}}
+    scales = {i: scale_of[p.src] for i, p in enumerate(program.passes) if isinstance(p, AttentionPass)}
+    return AttentionContext((height, width), scales) if scales else None
 
 
 def sampled_ticks(program: Program, height: int, width: int, sample: Sample, pad_in: int, guided: bool) -> int:
@@ -688,7 +743,8 @@ def run_sampled(program: Program, x: torch.Tensor, sink: Sink, *, tile_px: int, 
     pad_in = padding_in(program, padding_px)
     for b in range(x.shape[0]):
         s = x[b]
-        stats = sampled_stats(program, *s.shape[-2:], sample, pad_in, lambda c, s=s: s[:, c.y0:c.y1, c.x0:c.x1],
-                              whole=s, device=device, dtype=dtype, park_device=park_device, tick=tick)
+        stats, context = sampled_stats(program, *s.shape[-2:], sample, pad_in,
+                                       lambda c, s=s: s[:, c.y0:c.y1, c.x0:c.x1], whole=s, device=device,
+                                       dtype=dtype, park_device=park_device, tick=tick)
         _frozen_tiles(program, s, b, stats, sink, tile_px=tile_px, pad_in=pad_in, device=device, dtype=dtype,
-                      tick=tick)
+                      tick=tick, context=context)

@@ -37,12 +37,13 @@ class TiledVAEDecode(io.ComfyNode):
                          "use less device memory and run a little slower.",
                     mode="exact: the same image as a whole-image decode (default); its attention grows with the "
                          "square of the area. local_attention: exact statistics, each tile attends to itself and "
-                         "padding pixels around it: linear time, very close to exact (for 4K and up). fast: estimates "
+                         "padding pixels around it and to a coarse copy of the rest: linear time, very close to "
+                         "exact (for 4K and up). fast: estimates "
                          "the statistics from a shrunken copy and decodes padded tiles independently; memory "
                          "bounded by the tile, visible differences are possible. sampled: like fast, with the "
                          "statistics from a spread sample of full-resolution crops correcting a shrunken copy of "
-                         "the whole: much closer to exact, memory bounded by the sample and the tile whatever the "
-                         "size (for canvases beyond RAM).",
+                         "the whole, whose tiles also attend to a coarse copy of the whole: much closer to exact, "
+                         "memory bounded by the sample and the tile whatever the size (for canvases beyond RAM).",
                     padding=96,
                     padding_tooltip="fast and sampled modes: context in output pixels decoded around each tile (and "
                                     "each sampled crop) and thrown away. "
@@ -79,7 +80,8 @@ class TiledVAEEncode(io.ComfyNode):
                          "exact mode the result does not depend on it.",
                     mode="exact: the same latent as a whole-image encode (default); its attention grows with the "
                          "square of the area. local_attention: exact statistics, each tile attends to itself and "
-                         "padding pixels around it: linear time, very close to exact. fast: estimated statistics and "
+                         "padding pixels around it and to a coarse copy of the rest: linear time, very close to "
+                         "exact. fast: estimated statistics and "
                          "independent padded tiles; memory bounded by the tile. sampled: like fast, with the "
                          "statistics from a spread sample of full-resolution crops correcting a shrunken copy of "
                          "the whole: closer to exact, memory bounded by the sample and the tile.",

@@ -1,9 +1,12 @@
+import math
+import weakref
+from fractions import Fraction
+
 import pytest
 import torch
+import torch.nn.functional as F
 
-import weakref
-
-from expanse.core import tiled_vae
+from expanse.core import attention_context, tiled_vae
 from expanse.core.tiled_vae import (NonFiniteActivation, Sample, auto_tile_px, estimate_stats, global_attention_share,
                                     min_tile_px, parked_bytes, run_exact, run_fast, run_sampled, sample_boxes,
                                     steps_per_sample, tile_working_bytes)
@@ -136,14 +139,19 @@ def test_fast_mode_is_close_and_covers_every_pixel_once():
     assert rel_l2(single.out, whole) < 1e-5
 
 
-def test_local_attention_windows_only_the_attention():
-    """attention_margin_px limits each tile's attention to its window; the statistics stay exact,
-    so a window covering the latent gives the exact result and a small one changes it a little."""
+def test_local_attention_windows_only_the_attention(monkeypatch):
+    """attention_margin_px limits each tile's attention to its window, and the rest of the canvas
+    comes in as pooled context; the statistics stay exact. So a window covering the latent gives
+    the exact result, and so does a small one while the context is at full resolution (a canvas
+    no wider than CONTEXT_SIDE); with the context pooled, a small window changes it a little."""
     model = randomize(Autoencoder())
     z = torch.randn(1, 4, 22, 26, generator=torch.Generator().manual_seed(5))
     whole = model.decode(z)
     covering = decode(model, z, tile_px=40, attention_margin_px=1000)
     assert (covering.writes == 1).all() and rel_l2(covering.out, whole) < 1e-5
+    full_context = decode(model, z, tile_px=40, attention_margin_px=16)
+    assert (full_context.writes == 1).all() and rel_l2(full_context.out, whole) < 1e-5
+    monkeypatch.setattr(attention_context, "CONTEXT_SIDE", 4)
     local = decode(model, z, tile_px=40, attention_margin_px=16)
     assert (local.writes == 1).all()
     assert 1e-4 < rel_l2(local.out, whole) < 0.25
@@ -357,8 +365,8 @@ def test_sampled_stats_take_the_whole_canvas_where_the_guide_would_be_as_large()
     inner, crops, weights = tiled_vae.sample_crops(prog, 12, 14, sample, 2, guided=True)
     assert crops == inner == [Box(0, 12, 0, 14)] and weights == [1.0]
     assert len(tiled_vae.sample_crops(prog, 12, 14, sample, 0)[1]) > 1  # without a guide: crops
-    stats = tiled_vae.sampled_stats(prog, 12, 14, sample, 2, lambda c: z[:, c.y0:c.y1, c.x0:c.x1], whole=z,
-                                    device=torch.device("cpu"), dtype=torch.float32)
+    stats, _ = tiled_vae.sampled_stats(prog, 12, 14, sample, 2, lambda c: z[:, c.y0:c.y1, c.x0:c.x1], whole=z,
+                                       device=torch.device("cpu"), dtype=torch.float32)
     assert stats_error(stats, recorded_stats(prog, z)) < 1e-5
 
 
@@ -404,3 +412,77 @@ def test_sampled_mode_is_deterministic_and_ticks_as_planned():
     lone = Sample(per_side=1, crop_px=16, border_px=0, guide_px=48)
     sampled(model, z, tile_px=40, padding_px=8, sample=lone, tick=lambda: ticks.append(1))
     assert len(ticks) == steps_per_sample(prog, 22, 26, 40, fast=False, sample=lone, padding_px=8)
+
+
+def test_a_context_token_counts_as_the_area_it_stands_for():
+    """A context token with log 4 added to its score weighs in the softmax as the same key and
+    value four times over; a crop over the token's place leaves it out (it has its own keys there)."""
+    g = torch.Generator().manual_seed(0)
+    queries, own_keys, own_values = (torch.randn(1, n, 8, generator=g) for n in (5, 6, 6))
+    key, value = torch.randn(1, 8, generator=g), torch.randn(1, 8, generator=g)
+    context = attention_context.AttentionContext((8, 8), {3: Fraction(1)})
+    context.tokens[3] = attention_context.ContextTokens(key, value, torch.tensor([[6.0], [6.0]]), math.log(4))
+    keys, values, bias = context.of_crop(Box(0, 4, 0, 4)).extend(3, own_keys, own_values)
+    assert keys.shape == (1, 7, 8) and bias.shape == (1, 1, 7)
+    ours = F.scaled_dot_product_attention(queries, keys, values, attn_mask=bias)
+    four_times = F.scaled_dot_product_attention(queries, torch.cat([own_keys, key.expand(4, 8).unsqueeze(0)], 1),
+                                                torch.cat([own_values, value.expand(4, 8).unsqueeze(0)], 1))
+    assert torch.allclose(ours, four_times, atol=1e-6)
+    assert not torch.allclose(ours, F.scaled_dot_product_attention(queries, own_keys, own_values), atol=1e-3)
+    keys, values, bias = context.of_crop(Box(4, 8, 4, 8)).extend(3, own_keys, own_values)
+    assert keys is own_keys and values is own_values and bias is None
+    assert context.of_crop(Box(0, 8, 0, 8)).extend(2, own_keys, own_values)[2] is None  # no attention at pass 2
+
+
+def test_a_tile_that_attends_to_the_canvas_through_its_context_comes_close_to_exact(monkeypatch):
+    """A padded tile run with exact statistics differs from the whole-image decode partly because
+    its global attention sees only the tile; with the whole canvas as context (here at full
+    resolution, so the tokens outside the tile are exactly the canvas's) that part goes: measured,
+    the error halves (what is left is the convolutions' padding)."""
+    model = randomize(Autoencoder(), seed=4)
+    prog = compile_decoder(model)
+    z = torch.randn(4, 32, 36, generator=torch.Generator().manual_seed(9))
+    whole = model.decode(z.unsqueeze(0))[0]
+    exact = recorded_stats(prog, z)
+    monkeypatch.setattr(attention_context, "CONTEXT_SIDE", 36)  # no pooling: one token per pixel of the canvas
+    context = tiled_vae.attention_context(prog, 32, 36)
+    canvas = Box(0, 32, 0, 36)
+    estimate_stats(prog, [z], [canvas], device=torch.device("cpu"), dtype=torch.float32, context=context,
+                   crop_boxes=[canvas])
+    assert set(context.tokens) == {i for i, p in enumerate(prog.passes) if isinstance(p, tiled_vae.AttentionPass)}
+    # 9 latent px of padding: the convolutions around the attention see nearly all they need
+    tile, crop = Box(12, 20, 14, 22), Box(3, 29, 5, 31)
+    errors = []
+    for seen in (None, context.of_crop(crop)):
+        y = tiled_vae.run_frozen(prog, z[:, crop.y0:crop.y1, crop.x0:crop.x1], exact, device=torch.device("cpu"),
+                                 dtype=torch.float32, context=seen)
+        local, there = tile.relative_to(crop).scaled(4), tile.scaled(4)
+        errors.append(rel_l2(y[:, local.y0:local.y1, local.x0:local.x1], whole[:, there.y0:there.y1, there.x0:there.x1]))
+    print(f"tile error against the whole decode: alone {errors[0]:.4f}, with the canvas as context {errors[1]:.4f}")
+    assert errors[1] < errors[0] / 1.5
+
+
+def test_with_the_canvas_as_context_a_crops_attention_is_the_whole_images():
+    """The attention pass alone: a crop of the canvas's own input to it, attending to itself and to
+    the canvas outside it at full resolution, gives the whole image's attention output there."""
+    model = randomize(Autoencoder(), seed=5)
+    prog = compile_decoder(model)
+    z = torch.randn(4, 20, 22, generator=torch.Generator().manual_seed(10))
+    exact, cpu = recorded_stats(prog, z), torch.device("cpu")
+    runner = tiled_vae._Runner(prog, device=cpu, dtype=torch.float32, park_device=cpu, tile_px=None, frozen=exact)
+    buffers = {prog.input: tiled_vae._Parked.of(z)}
+    index = next(i for i, p in enumerate(prog.passes) if isinstance(p, tiled_vae.AttentionPass))
+    for i, p in enumerate(prog.passes[:index]):
+        buffers[p.dst] = runner._conv_pass(i, p, buffers, None)
+    p = prog.passes[index]
+    whole_in = buffers[p.src].data
+    whole_out = runner._attention_pass(index, p, buffers, None).data
+    context = tiled_vae.attention_context(prog, 20, 22)
+    assert max(whole_in.shape[-2:]) <= attention_context.CONTEXT_SIDE  # one token per pixel: nothing pooled
+    context.add(index, *tiled_vae._key_value_maps(runner, index, p, whole_in, exact[index]))
+    crop = Box(4, 13, 6, 17).scaled(context.scales[index])  # on the attention's grid
+    alone = {p.src: tiled_vae._Parked.of(whole_in[:, crop.y0:crop.y1, crop.x0:crop.x1])}
+    wanted = whole_out[:, crop.y0:crop.y1, crop.x0:crop.x1]
+    seeing = runner._attention_pass(index, p, alone, None, context=context.of_crop(Box(4, 13, 6, 17))).data
+    blind = runner._attention_pass(index, p, alone, None).data
+    assert rel_l2(seeing, wanted) < 1e-5 < 1e-2 < rel_l2(blind, wanted)
