@@ -131,8 +131,9 @@ def sweep(vae_name: str, which: str, size: int, tmp: str, limit_gib: float, subs
         boxes = [Box(0, height, 0, width)]
     pad_in = tv.padding_in(program, padding)
 
-    def padded_tiles(stats):
-        """Sampled mode's tiles (tile_out with padding, frozen statistics) over the evaluated boxes."""
+    def padded_tiles(stats, context=None):
+        """Sampled mode's tiles (tile_out with padding, frozen statistics, the attention context
+        given) over the evaluated boxes."""
         pieces = []
         for area in boxes:
             out_area = area.scaled(scale)
@@ -140,7 +141,8 @@ def sweep(vae_name: str, which: str, size: int, tmp: str, limit_gib: float, subs
             for box in tv.tile_boxes(program, area.height, area.width, tile_px):
                 box = Box(box.y0 + area.y0, box.y1 + area.y0, box.x0 + area.x0, box.x1 + area.x0)
                 crop = box.grown(pad_in, height, width)
-                y = tv.run_frozen(program, x[:, crop.y0:crop.y1, crop.x0:crop.x1], stats, device=cpu, dtype=f32)
+                y = tv.run_frozen(program, x[:, crop.y0:crop.y1, crop.x0:crop.x1], stats, device=cpu, dtype=f32,
+                                  context=context.of_crop(crop) if context is not None else None)
                 local, dst = box.relative_to(crop).scaled(scale), box.relative_to(area).scaled(scale)
                 out[:, dst.y0:dst.y1, dst.x0:dst.x1] = y[:, local.y0:local.y1, local.x0:local.x1]
             pieces.append(out)
@@ -163,8 +165,14 @@ def sweep(vae_name: str, which: str, size: int, tmp: str, limit_gib: float, subs
 
     exact_stats: dict = {}
     tv._Runner(program, device=cpu, dtype=f32, park_device=cpu, tile_px=256, record=exact_stats).run(x, lambda *a: None)
-    print(json.dumps({"method": "exact statistics, sampled tiles", "psnr_padding_only_db": score(padded_tiles(exact_stats))}),
-          flush=True)
+    print(json.dumps({"method": "exact statistics, sampled tiles, blind (before the context)",
+                      "psnr_padding_only_db": score(padded_tiles(exact_stats))}), flush=True)
+    # The whole canvas's attention context, as sampled mode builds it where it takes the whole canvas.
+    whole = Box(0, height, 0, width)
+    context = tv.attention_context(program, height, width)
+    tv.estimate_stats(program, [x], [whole], device=cpu, dtype=f32, context=context, crop_boxes=[whole])
+    print(json.dumps({"method": "exact statistics, sampled tiles",
+                      "psnr_padding_only_db": score(padded_tiles(exact_stats, context))}), flush=True)
     for per_side, crop_px in SWEEP:
         for guided in (False, True):
             # The estimator itself, never sampled mode's fallback to the whole canvas where the
@@ -174,22 +182,24 @@ def sweep(vae_name: str, which: str, size: int, tmp: str, limit_gib: float, subs
             inner, weights = zip(*tv.sample_boxes(program, height, width, sample))
             crops = [b.grown(pad_in, height, width) for b in inner]
             guide = tv.guide_for(program, x, list(inner), sample) if guided else None
+            # The guide is the crops' attention context too; crops alone have nothing to see beyond.
+            context = tv.attention_context(program, height, width) if guided else None
             start = time.perf_counter()
             stats = tv.estimate_stats(program, [x[:, c.y0:c.y1, c.x0:c.x1] for c in crops],
                                       [b.relative_to(c) for b, c in zip(inner, crops)], weights=weights,
-                                      guide=guide, device=cpu, dtype=f32)
+                                      guide=guide, device=cpu, dtype=f32, context=context, crop_boxes=crops)
             seconds = time.perf_counter() - start
             row = {"method": "sampled, guided (sweep)" if guided else "sampled, crops alone (sweep)",
                    "sample": f"{per_side}x{per_side} x {crop_px} px", "seconds": f"{seconds:.1f} (estimate)"}
             if subset or (guided and (per_side, crop_px) == (rv.SAMPLE.per_side, rv.SAMPLE.crop_px)):
-                row["psnr_db"] = score(padded_tiles(stats))
+                row["psnr_db"] = score(padded_tiles(stats, context))
             if not subset:
                 row["psnr_stats_only_db"] = score(exact_geometry(stats))
             print(json.dumps(row), flush=True)
 
 
 def _sweep_row(row: dict) -> bool:
-    return "(sweep)" in row.get("method", "") or row.get("method") == "exact statistics, sampled tiles"
+    return "(sweep)" in row.get("method", "") or row.get("method", "").startswith("exact statistics, sampled tiles")
 
 
 def main() -> None:
@@ -219,12 +229,13 @@ def main() -> None:
     from expanse.runtime import vae as rv
 
     script = pathlib.Path(__file__).resolve()
-    rows: list[dict] = []
-    if args.sweep_only:
-        if not args.tmp:
-            parser.error("--sweep-only reads the arrays an earlier run left in --tmp")
-        kept = json.loads((common.RESULTS / "vae_stats.json").read_text())["rows"]
-        rows = [r for r in kept if not _sweep_row(r) or r["vae"] not in args.vaes or r["which"] not in args.which]
+    # Rows of VAEs and directions this run does not measure are kept; --sweep-only keeps the full runs' too.
+    path = common.RESULTS / "vae_stats.json"
+    kept = json.loads(path.read_text())["rows"] if path.exists() else []
+    rows = [r for r in kept if r["vae"] not in args.vaes or r["which"] not in args.which
+            or (args.sweep_only and not _sweep_row(r))]
+    if args.sweep_only and not args.tmp:
+        parser.error("--sweep-only reads the arrays an earlier run left in --tmp")
     sample = rv.SAMPLE
     default = f"{sample.per_side}x{sample.per_side} x {sample.crop_px} px"
 
