@@ -15,6 +15,15 @@ a GPU). Results: bench/results/gigapixel.{json,csv,md} (or gigapixel_gpu.* on a 
 
     python bench/gigapixel_bench.py                          # 2048 4096 8192 16384 px results
     python bench/gigapixel_bench.py --results 2048 4096 --vae-mode sampled
+    python bench/gigapixel_bench.py --memory --vae-mode sampled   # peaks only: gigapixel_memory.*
+
+`--memory` measures the peaks alone, in a fraction of the time: the whole redraw, then the save up
+to the end of its first row of tiles (its statistics, its first decoded tiles, the file's first
+rows; the full rows show the save's peak is its statistics, taken before any tile), stopped there
+as a cancel would. Its workers run with glibc's mmap threshold fixed (MALLOC_MMAP_THRESHOLD_), so
+a freed large tensor goes back to the system at once and the peak is what the work holds, not
+what the allocator kept from earlier: with the default, dynamic threshold the same run's peak
+varies by about 0.1 GiB from run to run, more than a latent canvas grows between these sizes.
 """
 from __future__ import annotations
 
@@ -76,7 +85,11 @@ class _Timer:
         setattr(cls, name, timed)
 
 
-def worker(result_px: int, vae_mode: str, sd15: bool, check: bool) -> None:
+class _FirstRowDone(Exception):
+    """Stops a --memory run's save at its first tile below the first row."""
+
+
+def worker(result_px: int, vae_mode: str, sd15: bool, check: bool, memory: bool = False) -> None:
     comfy_nodes = common.start_host()
     import folder_paths
     import torch
@@ -133,11 +146,27 @@ def worker(result_px: int, vae_mode: str, sd15: bool, check: bool) -> None:
     redraw_unet = unet_meter.seconds
     peak_redraw = _vm_hwm()
     z = redrawn.result[1]["samples"]
+    if memory:
+        add = large_image.LargeImageFile.add
+
+        def first_row_only(self, box, pixels):
+            if box.y0 > 0:
+                raise _FirstRowDone()
+            add(self, box, pixels)
+        large_image.LargeImageFile.add = first_row_only
     _reset_hwm()
     vae_before = vae_meter.seconds
     start = time.perf_counter()
-    saved = save_cls.execute(samples={"samples": z}, vae=vae, filename_prefix="bench/giga", vae_mode=vae_mode,
-                             compression="deflate", deep_zoom=False)
+    try:
+        saved = save_cls.execute(samples={"samples": z}, vae=vae, filename_prefix="bench/giga", vae_mode=vae_mode,
+                                 compression="deflate", deep_zoom=False)
+    except _FirstRowDone:
+        print(json.dumps({"status": "ok", "redraw_s": redraw_seconds, "rss_base": rss_base,
+                          "peak_redraw": peak_redraw, "peak_save": _vm_hwm(),
+                          "latent_bytes": z.numel() * z.element_size(),
+                          "source_bytes": samples.numel() * samples.element_size(),
+                          "left_behind": sorted(str(f) for f in pathlib.Path(out_dir).rglob("*") if f.is_file())}))
+        return
     save_seconds = time.perf_counter() - start
     peak_save = _vm_hwm()
     path = saved.result[1].splitlines()[0]
@@ -191,6 +220,7 @@ def _check_readback(path: str, vae, z, vae_mode: str) -> dict:
 
 
 GIB = 2 ** 30
+DEFAULT_RESULTS = [2048, 4096, 8192, 16384]
 
 
 def _row(result_px: int, res: dict) -> dict:
@@ -222,18 +252,23 @@ def _row(result_px: int, res: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", type=int, nargs="+", default=[2048, 4096, 8192, 16384],
+    parser.add_argument("--results", type=int, nargs="+", default=DEFAULT_RESULTS,
                         help="result sides in pixels (the source latent is half that)")
     parser.add_argument("--vae-mode", default="auto", help="the redraw's and the save's vae_mode")
     parser.add_argument("--sd15", action="store_true", help="the SD1.5 UNet and VAE architectures (for a GPU)")
     parser.add_argument("--name", default="gigapixel")
     parser.add_argument("--update", action="store_true",
                         help="replace only these sizes' rows in the existing results, keep the others")
-    parser.add_argument("--worker", nargs=4, metavar=("RESULT", "VAE_MODE", "SD15", "CHECK"))
+    parser.add_argument("--memory", action="store_true",
+                        help="peaks only (see above), written to <name>_memory.*; default sizes 4096 8192 16384")
+    parser.add_argument("--worker", nargs=5, metavar=("RESULT", "VAE_MODE", "SD15", "CHECK", "MEMORY"))
     args = parser.parse_args()
     if args.worker:
-        result_px, vae_mode, sd15, check = args.worker
-        worker(int(result_px), vae_mode, sd15 == "1", check == "1")
+        result_px, vae_mode, sd15, check, memory = args.worker
+        worker(int(result_px), vae_mode, sd15 == "1", check == "1", memory == "1")
+        return
+    if args.memory:
+        memory_run(args, pathlib.Path(__file__).resolve())
         return
 
     rows = []
@@ -246,12 +281,54 @@ def main() -> None:
         kept = [r for r in json.loads(path.read_text())["rows"] if r["result"] not in done] if path.exists() else []
     for result_px in args.results:
         res = common.run_worker(script, [str(result_px), args.vae_mode, "1" if args.sd15 else "0",
-                                         "1" if result_px == smallest else "0"], timeout=4 * 3600)
+                                         "1" if result_px == smallest else "0", "0"], timeout=4 * 3600)
         print(f"{result_px} px: {res}", flush=True)
         rows.append(_row(result_px, res))
         print(rows[-1], flush=True)
         # After every size: a long run stopped part way keeps what it measured.
         write(args.name, sorted(kept + rows, key=lambda r: int(r["result"].split("x")[0])), args.vae_mode, args.sd15)
+
+
+MMAP_THRESHOLD = 1 << 20  # bytes: every tensor of a megabyte or more is its own mapping
+
+
+def memory_run(args, script: pathlib.Path) -> None:
+    """The peaks alone at each size (see the module's docstring), each against the smallest size's."""
+    import os
+
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = str(MMAP_THRESHOLD)  # the workers inherit it
+    sizes = args.results if args.results != DEFAULT_RESULTS else [4096, 8192, 16384]
+    rows, first = [], None
+    for result_px in sizes:
+        res = common.run_worker(script, [str(result_px), args.vae_mode, "1" if args.sd15 else "0", "0", "1"],
+                                timeout=4 * 3600)
+        print(f"{result_px} px: {res}", flush=True)
+        row = {"result": f"{result_px}x{result_px}", "status": res["status"]}
+        if res["status"] == "ok":
+            mib = lambda v: round(v / 2 ** 20, 1)  # noqa: E731
+            latents = res["latent_bytes"] + res["source_bytes"]
+            first = first or res
+            row.update({"latent_mib": mib(res["latent_bytes"]), "source_mib": mib(res["source_bytes"]),
+                        "rss_base_gib": round(res["rss_base"] / GIB, 3),
+                        "peak_redraw_gib": round(res["peak_redraw"] / GIB, 3),
+                        "peak_save_gib": round(res["peak_save"] / GIB, 3),
+                        "latents_growth_mib": mib(latents - first["latent_bytes"] - first["source_bytes"]),
+                        "redraw_growth_mib": mib(res["peak_redraw"] - first["peak_redraw"]),
+                        "save_growth_mib": mib(res["peak_save"] - first["peak_save"]),
+                        "files_left": len(res["left_behind"])})
+        rows.append(row)
+        common.write_results(
+            f"{args.name}_memory", rows,
+            ["result", "latent_mib", "source_mib", "rss_base_gib", "peak_redraw_gib", "peak_save_gib",
+             "latents_growth_mib", "redraw_growth_mib", "save_growth_mib", "files_left", "status"],
+            "Peak RSS of a 2x ChessTileRedraw (latent to latent) and of its streamed save, the demo model",
+            notes=["as the full rows (bench/results/gigapixel.md), vae_mode " + args.vae_mode + "; the save stopped "
+                   "at its first tile below the first row of tiles, as a cancel would (files_left: what it left in "
+                   "the output folder)",
+                   f"workers run with MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD}: the peak is what the work holds",
+                   "peak_redraw_gib / peak_save_gib: the process's peak during each (VmHWM reset before each); "
+                   "the growth columns against the first size: latents = the redraw's output and its source latent, "
+                   "which the save's caller holds too"])
 
 
 def write(name: str, rows: list[dict], vae_mode: str, sd15: bool) -> None:
