@@ -613,6 +613,11 @@ def _pooled_moments(buffers: Sequence[dict[str, _Parked]], name: str, boxes: Seq
     return sums / pixels, sumsq / pixels
 
 
+def _buffer_scales(program: Program) -> dict[str, Fraction]:
+    """Every activation's resolution relative to the program's input, by name."""
+    return {program.input: Fraction(1), **{p.dst: program.scales[i] for i, p in enumerate(program.passes)}}
+
+
 def estimate_stats(program: Program, crops: Sequence[torch.Tensor], inner: Sequence[Box], *, device, dtype,
                    weights: Sequence[float] | None = None, guide: Guide | None = None, park_device=None,
                    tick: Tick | None = None, context: AttentionContext | None = None,
@@ -634,7 +639,7 @@ def estimate_stats(program: Program, crops: Sequence[torch.Tensor], inner: Seque
     guide_stats: GroupStats = {}
     park = park_device or device
     runner = _Runner(program, device=device, dtype=dtype, park_device=park, tile_px=None, frozen=stats, tick=tick)
-    scale_of = {program.input: Fraction(1), **{p.dst: program.scales[i] for i, p in enumerate(program.passes)}}
+    scale_of = _buffer_scales(program)
     buffers = [{program.input: _Parked(crop.to(park), None, None)} for crop in crops]
     runs = [(runner, parked) for parked in buffers]  # every activation set with the runner that advances it
     if guide is not None:
@@ -710,7 +715,7 @@ def sampled_stats(program: Program, height: int, width: int, sample: Sample, pad
 def attention_context(program: Program, height: int, width: int) -> AttentionContext | None:
     """An empty AttentionContext for an input of height x width (None for a program without
     attention)."""
-    scale_of = {program.input: Fraction(1), **{p.dst: program.scales[i] for i, p in enumerate(program.passes)}}
+    scale_of = _buffer_scales(program)
     scales = {i: scale_of[p.src] for i, p in enumerate(program.passes) if isinstance(p, AttentionPass)}
     return AttentionContext((height, width), scales) if scales else None
 
