@@ -142,7 +142,7 @@ def sweep(vae_name: str, which: str, size: int, tmp: str, limit_gib: float, subs
                 box = Box(box.y0 + area.y0, box.y1 + area.y0, box.x0 + area.x0, box.x1 + area.x0)
                 crop = box.grown(pad_in, height, width)
                 y = tv.run_frozen(program, x[:, crop.y0:crop.y1, crop.x0:crop.x1], stats, device=cpu, dtype=f32,
-                                  context=context.of_crop(crop) if context is not None else None)
+                                  context=context, at=crop)
                 local, dst = box.relative_to(crop).scaled(scale), box.relative_to(area).scaled(scale)
                 out[:, dst.y0:dst.y1, dst.x0:dst.x1] = y[:, local.y0:local.y1, local.x0:local.x1]
             pieces.append(out)

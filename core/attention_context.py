@@ -1,8 +1,8 @@
 """What the rest of the canvas looks like to a tile's global attention, when the tile runs alone.
 
 A VAE's mid-block attention mixes the whole picture into every pixel. A tile run on its own (sampled
-and fast modes' tiles, sampled mode's statistics crops) or attending only to a window around it
-(local_attention) misses all of that: with the demo VAE it was most of sampled mode's error, in
+mode's tiles and statistics crops, the pixel route's windows) or attending only to a window around
+it (local_attention) misses all of that: with the demo VAE it was most of sampled mode's error, in
 the statistics its crops give and in its tiles. Instead the tile attends to its own keys and to a
 coarse copy of the rest: the whole canvas's keys and values pooled to at most CONTEXT_SIDE tokens
 a side, those outside what the tile already sees, each weighted in the softmax by the area it

@@ -101,8 +101,7 @@ class _Sample:
         latent = Box(math.floor(sy0 / scale), math.ceil(sy1 / scale), math.floor(sx0 / scale), math.ceil(sx1 / scale))
         crop = latent.grown(self.dec_pad, *self.z.shape[-2:])
         decoded = tv.run_frozen(route.decoder, self.z[:, crop.y0:crop.y1, crop.x0:crop.x1], self.dec_stats,
-                                device=self.device, dtype=self.dtype,
-                                context=self.dec_context.of_crop(crop) if self.dec_context is not None else None)
+                                device=self.device, dtype=self.dtype, context=self.dec_context, at=crop)
         oy, ox = int(crop.y0 * scale), int(crop.x0 * scale)
         pixels = route.to_pixels(decoded[:, sy0 - oy:sy1 - oy, sx0 - ox:sx1 - ox].float())
         del decoded
@@ -130,7 +129,7 @@ class _Sample:
         for box in tv.tile_boxes(enc, height, width, route.tile_px):
             crop = box.grown(self.enc_pad, height, width)
             y = tv.run_frozen(enc, self._pixels(crop), enc_stats, device=self.device, dtype=self.dtype,
-                              context=enc_context.of_crop(crop) if enc_context is not None else None)
+                              context=enc_context, at=crop)
             local, dst = box.relative_to(crop).scaled(out_scale), box.scaled(out_scale)
             out[:, dst.y0:dst.y1, dst.x0:dst.x1] = y[:, local.y0:local.y1, local.x0:local.x1].to(out.device, out.dtype)
             if self.tick is not None:

@@ -447,13 +447,13 @@ def padding_in(program: Program, padding_px: int) -> int:
 
 
 def run_frozen(program: Program, crop: torch.Tensor, stats: GroupStats, *, device, dtype,
-               context: CropContext | None = None) -> torch.Tensor:
+               context: AttentionContext | None = None, at: Box | None = None) -> torch.Tensor:
     """The program's output for one crop (C, h, w) run whole, every GroupNorm normalising with the
-    given statistics instead of the crop's own (fast and sampled modes' tiles); its attention also
-    sees the rest of the canvas where a context is given."""
+    given statistics instead of the crop's own (fast and sampled modes' tiles); where a context is
+    given, its attention also sees the rest of the canvas from `at`, the crop's box on the input."""
     pieces: list[torch.Tensor] = []
     _Runner(program, device=device, dtype=dtype, park_device=device, tile_px=None, frozen=stats,
-            context=context).run(crop, lambda _, y: pieces.append(y))
+            context=context.of_crop(at) if context is not None else None).run(crop, lambda _, y: pieces.append(y))
     return pieces[0]
 
 
@@ -465,7 +465,7 @@ def _frozen_tiles(program: Program, sample: torch.Tensor, b: int, stats: GroupSt
     for box in tile_boxes(program, height, width, tile_px):
         crop = box.grown(pad_in, height, width)
         y = run_frozen(program, sample[:, crop.y0:crop.y1, crop.x0:crop.x1], stats, device=device, dtype=dtype,
-                       context=context.of_crop(crop) if context is not None else None)
+                       context=context, at=crop)
         local = box.relative_to(crop).scaled(out_scale)
         sink(b, box.scaled(out_scale), y[:, local.y0:local.y1, local.x0:local.x1])
         if tick is not None:

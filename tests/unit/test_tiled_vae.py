@@ -453,9 +453,9 @@ def test_a_tile_that_attends_to_the_canvas_through_its_context_comes_close_to_ex
     # 9 latent px of padding: the convolutions around the attention see nearly all they need
     tile, crop = Box(12, 20, 14, 22), Box(3, 29, 5, 31)
     errors = []
-    for seen in (None, context.of_crop(crop)):
+    for seen in (None, context):
         y = tiled_vae.run_frozen(prog, z[:, crop.y0:crop.y1, crop.x0:crop.x1], exact, device=torch.device("cpu"),
-                                 dtype=torch.float32, context=seen)
+                                 dtype=torch.float32, context=seen, at=crop)
         local, there = tile.relative_to(crop).scaled(4), tile.scaled(4)
         errors.append(rel_l2(y[:, local.y0:local.y1, local.x0:local.x1], whole[:, there.y0:there.y1, there.x0:there.x1]))
     print(f"tile error against the whole decode: alone {errors[0]:.4f}, with the canvas as context {errors[1]:.4f}")
