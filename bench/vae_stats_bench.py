@@ -104,7 +104,10 @@ def sweep(vae_name: str, which: str, size: int, tmp: str, limit_gib: float, subs
     _, vae = _setup(vae_name, limit_gib)
     import torch
 
-    from expanse.core import tiled_vae as tv
+    from expanse.core import vae_sampled_stats as vs
+    from expanse.core.tiled_vae import run_frozen
+    from expanse.core.vae_geometry import padding_in, tile_boxes
+    from expanse.core.vae_runner import Runner
     from expanse.core.tiling import Box
     from expanse.runtime import vae as rv
 
@@ -129,7 +132,7 @@ def sweep(vae_name: str, which: str, size: int, tmp: str, limit_gib: float, subs
         boxes = [Box(0, tile_in, 0, tile_in), Box(c, c + tile_in, c, c + tile_in)]
     else:
         boxes = [Box(0, height, 0, width)]
-    pad_in = tv.padding_in(program, padding)
+    pad_in = padding_in(program, padding)
 
     def padded_tiles(stats, context=None):
         """Sampled mode's tiles (tile_out with padding, frozen statistics, the attention context
@@ -138,11 +141,11 @@ def sweep(vae_name: str, which: str, size: int, tmp: str, limit_gib: float, subs
         for area in boxes:
             out_area = area.scaled(scale)
             out = torch.zeros(program.out_channels, out_area.height, out_area.width)
-            for box in tv.tile_boxes(program, area.height, area.width, tile_px):
+            for box in tile_boxes(program, area.height, area.width, tile_px):
                 box = Box(box.y0 + area.y0, box.y1 + area.y0, box.x0 + area.x0, box.x1 + area.x0)
                 crop = box.grown(pad_in, height, width)
-                y = tv.run_frozen(program, x[:, crop.y0:crop.y1, crop.x0:crop.x1], stats, device=cpu, dtype=f32,
-                                  context=context, at=crop)
+                y = run_frozen(program, x[:, crop.y0:crop.y1, crop.x0:crop.x1], stats, device=cpu, dtype=f32,
+                               context=context, at=crop)
                 local, dst = box.relative_to(crop).scaled(scale), box.relative_to(area).scaled(scale)
                 out[:, dst.y0:dst.y1, dst.x0:dst.x1] = y[:, local.y0:local.y1, local.x0:local.x1]
             pieces.append(out)
@@ -154,7 +157,7 @@ def sweep(vae_name: str, which: str, size: int, tmp: str, limit_gib: float, subs
 
         def sink(box, y):
             out[:, box.y0:box.y1, box.x0:box.x1] = y
-        tv._Runner(program, device=cpu, dtype=f32, park_device=cpu, tile_px=256, frozen=stats).run(x, sink)
+        Runner(program, device=cpu, dtype=f32, park_device=cpu, tile_px=256, frozen=stats).run(x, sink)
         return [out[:, a.y0:a.y1, a.x0:a.x1] for a in (b.scaled(scale) for b in boxes)]
 
     def score(pieces) -> float:
@@ -164,28 +167,28 @@ def sweep(vae_name: str, which: str, size: int, tmp: str, limit_gib: float, subs
         return psnr(ours, ref, which)
 
     exact_stats: dict = {}
-    tv._Runner(program, device=cpu, dtype=f32, park_device=cpu, tile_px=256, record=exact_stats).run(x, lambda *a: None)
+    Runner(program, device=cpu, dtype=f32, park_device=cpu, tile_px=256, record=exact_stats).run(x, lambda *a: None)
     print(json.dumps({"method": "exact statistics, sampled tiles, blind (before the context)",
                       "psnr_padding_only_db": score(padded_tiles(exact_stats))}), flush=True)
     # The whole canvas's attention context, as sampled mode builds it where it takes the whole canvas.
     whole = Box(0, height, 0, width)
-    context = tv.attention_context(program, height, width)
-    tv.estimate_stats(program, [x], [whole], device=cpu, dtype=f32, context=context, crop_boxes=[whole])
+    context = vs.attention_context(program, height, width)
+    vs.estimate_stats(program, [x], [whole], device=cpu, dtype=f32, context=context, crop_boxes=[whole])
     print(json.dumps({"method": "exact statistics, sampled tiles",
                       "psnr_padding_only_db": score(padded_tiles(exact_stats, context))}), flush=True)
     for per_side, crop_px in SWEEP:
         for guided in (False, True):
             # The estimator itself, never sampled mode's fallback to the whole canvas where the
             # sample would cover it: lattices up to 4x4 stay under the canvas's area at 2048 px.
-            sample = tv.Sample(per_side=per_side, crop_px=crop_px, border_px=rv.SAMPLE.border_px,
+            sample = vs.Sample(per_side=per_side, crop_px=crop_px, border_px=rv.SAMPLE.border_px,
                                guide_px=rv.SAMPLE.guide_px if guided else 0)
-            inner, weights = zip(*tv.sample_boxes(program, height, width, sample))
+            inner, weights = zip(*vs.sample_boxes(program, height, width, sample))
             crops = [b.grown(pad_in, height, width) for b in inner]
-            guide = tv.guide_for(program, x, list(inner), sample) if guided else None
+            guide = vs.guide_for(program, x, list(inner), sample) if guided else None
             # The guide is the crops' attention context too; crops alone have nothing to see beyond.
-            context = tv.attention_context(program, height, width) if guided else None
+            context = vs.attention_context(program, height, width) if guided else None
             start = time.perf_counter()
-            stats = tv.estimate_stats(program, [x[:, c.y0:c.y1, c.x0:c.x1] for c in crops],
+            stats = vs.estimate_stats(program, [x[:, c.y0:c.y1, c.x0:c.x1] for c in crops],
                                       [b.relative_to(c) for b, c in zip(inner, crops)], weights=weights,
                                       guide=guide, device=cpu, dtype=f32, context=context, crop_boxes=crops)
             seconds = time.perf_counter() - start

@@ -68,7 +68,7 @@ class ContextTokens:
 @dataclass
 class AttentionContext:
     """The whole canvas's context at each attention pass of a program, filled pass by pass as the
-    statistics' estimate reaches them (tiled_vae.estimate_stats)."""
+    statistics' estimate reaches them (vae_sampled_stats.estimate_stats)."""
 
     canvas: tuple[int, int]  # the input's height and width, on the input grid
     scales: dict[int, Fraction]  # attention pass index -> its input's scale relative to the input

@@ -19,10 +19,13 @@ from typing import Callable
 
 import torch
 
-from . import tiled_vae as tv
+from . import tiled_vae
 from .latent_resample import lanczos_taps
 from .tiling import Box
+from .vae_geometry import padding_in, tile_boxes
 from .vae_program import Program
+from .vae_runner import Tick
+from .vae_sampled_stats import Sample, sample_crops, sampled_stats, sampled_ticks
 
 # (C, h, w) pixels in 0..1 -> (C, h * factor, w * factor): an upscale model, or None for Lanczos alone.
 Enlarge = Callable[[torch.Tensor], torch.Tensor]
@@ -46,24 +49,24 @@ class PixelRoute:
     decode_padding_px: int = 96
     encode_padding_px: int = 64
     tile_px: int = 1024
-    sample: tv.Sample = tv.Sample()
+    sample: Sample = Sample()
 
     def steps(self, source_hw: tuple[int, int], target_hw: tuple[int, int]) -> int:
         """Progress ticks of one sample: the decoder's estimate, the encoder's (one more per crop,
         for making its pixels) and one per tile."""
-        enc_pad = tv.padding_in(self.encoder, self.encode_padding_px)
-        dec = tv.sampled_ticks(self.decoder, *source_hw, self.sample,
-                               tv.padding_in(self.decoder, self.decode_padding_px), guided=True)
-        enc = tv.sampled_ticks(self.encoder, *self._target_px(target_hw), self.sample, enc_pad, guided=False)
-        crops = len(tv.sample_crops(self.encoder, *self._target_px(target_hw), self.sample, enc_pad)[1])
-        tiles = len(tv.tile_boxes(self.encoder, *self._target_px(target_hw), self.tile_px))
+        enc_pad = padding_in(self.encoder, self.encode_padding_px)
+        dec = sampled_ticks(self.decoder, *source_hw, self.sample,
+                            padding_in(self.decoder, self.decode_padding_px), guided=True)
+        enc = sampled_ticks(self.encoder, *self._target_px(target_hw), self.sample, enc_pad, guided=False)
+        crops = len(sample_crops(self.encoder, *self._target_px(target_hw), self.sample, enc_pad)[1])
+        tiles = len(tile_boxes(self.encoder, *self._target_px(target_hw), self.tile_px))
         return dec + enc + crops + tiles
 
     def _target_px(self, target_hw: tuple[int, int]) -> tuple[int, int]:
         return int(target_hw[0] / self.encoder.output_scale), int(target_hw[1] / self.encoder.output_scale)
 
     def run(self, z: torch.Tensor, target_hw: tuple[int, int], *, device, dtype,
-            tick: tv.Tick | None = None) -> torch.Tensor:
+            tick: Tick | None = None) -> torch.Tensor:
         """z (B, C, h, w) upscaled to a latent of target_hw (B, C', H, W), on z's device in float32."""
         out = torch.empty(z.shape[0], self.encoder.out_channels, *target_hw, device=z.device)
         for b in range(z.shape[0]):
@@ -82,11 +85,11 @@ class _Sample:
         self.mid_px = (self.source_px[0] * route.factor, self.source_px[1] * route.factor)
         self.rows = lanczos_taps(self.mid_px[0], target_px[0])
         self.cols = lanczos_taps(self.mid_px[1], target_px[1])
-        self.dec_pad = tv.padding_in(dec, route.decode_padding_px)
-        self.enc_pad = tv.padding_in(route.encoder, route.encode_padding_px)
-        self.dec_stats, self.dec_context = tv.sampled_stats(dec, *z.shape[-2:], route.sample, self.dec_pad,
-                                                            lambda c: z[:, c.y0:c.y1, c.x0:c.x1], whole=z,
-                                                            device=device, dtype=dtype, tick=tick)
+        self.dec_pad = padding_in(dec, route.decode_padding_px)
+        self.enc_pad = padding_in(route.encoder, route.encode_padding_px)
+        self.dec_stats, self.dec_context = sampled_stats(dec, *z.shape[-2:], route.sample, self.dec_pad,
+                                                         lambda c: z[:, c.y0:c.y1, c.x0:c.x1], whole=z,
+                                                         device=device, dtype=dtype, tick=tick)
 
     def _pixels(self, window: Box) -> torch.Tensor:
         """The upscaled picture's pixels in window (target pixel grid), as the encoder takes them."""
@@ -100,8 +103,8 @@ class _Sample:
         scale = route.decoder.output_scale
         latent = Box(math.floor(sy0 / scale), math.ceil(sy1 / scale), math.floor(sx0 / scale), math.ceil(sx1 / scale))
         crop = latent.grown(self.dec_pad, *self.z.shape[-2:])
-        decoded = tv.run_frozen(route.decoder, self.z[:, crop.y0:crop.y1, crop.x0:crop.x1], self.dec_stats,
-                                device=self.device, dtype=self.dtype, context=self.dec_context, at=crop)
+        decoded = tiled_vae.run_frozen(route.decoder, self.z[:, crop.y0:crop.y1, crop.x0:crop.x1], self.dec_stats,
+                                       device=self.device, dtype=self.dtype, context=self.dec_context, at=crop)
         oy, ox = int(crop.y0 * scale), int(crop.x0 * scale)
         pixels = route.to_pixels(decoded[:, sy0 - oy:sy1 - oy, sx0 - ox:sx1 - ox].float())
         del decoded
@@ -123,13 +126,13 @@ class _Sample:
             return pixels
 
         # The upscaled picture never exists whole, so the encoder's sample has no guide.
-        enc_stats, enc_context = tv.sampled_stats(enc, height, width, route.sample, self.enc_pad, crop_of,
-                                                  device=self.device, dtype=self.dtype, tick=self.tick)
+        enc_stats, enc_context = sampled_stats(enc, height, width, route.sample, self.enc_pad, crop_of,
+                                               device=self.device, dtype=self.dtype, tick=self.tick)
         out_scale = enc.output_scale
-        for box in tv.tile_boxes(enc, height, width, route.tile_px):
+        for box in tile_boxes(enc, height, width, route.tile_px):
             crop = box.grown(self.enc_pad, height, width)
-            y = tv.run_frozen(enc, self._pixels(crop), enc_stats, device=self.device, dtype=self.dtype,
-                              context=enc_context, at=crop)
+            y = tiled_vae.run_frozen(enc, self._pixels(crop), enc_stats, device=self.device, dtype=self.dtype,
+                                     context=enc_context, at=crop)
             local, dst = box.relative_to(crop).scaled(out_scale), box.scaled(out_scale)
             out[:, dst.y0:dst.y1, dst.x0:dst.x1] = y[:, local.y0:local.y1, local.x0:local.x1].to(out.device, out.dtype)
             if self.tick is not None:

@@ -13,7 +13,7 @@ import comfy.sample
 from ..core import chess_redraw as cr
 from ..core.colour_match import matched_colours
 from ..core import latent_resample as lr
-from ..core import tiled_vae
+from ..core import vae_runner
 from ..core.pixel_upscale import PixelRoute
 from ..core.vae_program import UnsupportedVAE
 from ..core.tiling import snap, tile_batches
@@ -97,7 +97,7 @@ def pixel_route(node: str, z: torch.Tensor, vae, target_hw: tuple[int, int], ups
         tick = progress_ticker(z.shape[0] * route.steps(tuple(z.shape[-2:]), target_hw))
         try:
             return route.run(source, target_hw, device=vae.device, dtype=dtype, tick=tick)
-        except tiled_vae.NonFiniteActivation:
+        except vae_runner.NonFiniteActivation:
             dtype = runtime_vae.float32_after_overflow(node, dtype)
 
 

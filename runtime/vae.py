@@ -12,7 +12,7 @@ from comfy.ldm.models import autoencoder
 from comfy.ldm.modules.diffusionmodules import model as ae_model
 import comfy.model_management as mm
 
-from ..core import tiled_vae
+from ..core import tiled_vae, vae_geometry, vae_runner, vae_sampled_stats
 from ..core.tiling import Box
 from ..core.vae_program import Program, UnsupportedVAE, compile_decoder, compile_encoder
 from .compat import comfy_tiled_decode, comfy_tiled_encode
@@ -56,16 +56,16 @@ DEVICE_PARK_MAX_SHARE = 0.6  # the activations alone; an automatic tile takes a 
 def _resolve_tile(node: str, program: Program, tile_size: int, vae, size: tuple[int, int], mode: str) -> int:
     """The tile side in pixels; tile_size 0 picks one from free memory, leaving room on a GPU for
     exact mode's parked activations of an input of this size (program input grid) where they fit."""
-    minimum = tiled_vae.min_tile_px(program)
+    minimum = vae_geometry.min_tile_px(program)
     if tile_size == 0:
         free = mm.get_free_memory(vae.device)
         if vae.device.type == "cpu":
-            return max(minimum, min(tiled_vae.auto_tile_px(program, free, vae.vae_dtype), CPU_AUTO_TILE_PX))
+            return max(minimum, min(vae_geometry.auto_tile_px(program, free, vae.vae_dtype), CPU_AUTO_TILE_PX))
         if mode not in ("fast", "sampled"):
-            parked = tiled_vae.parked_bytes(program, size[0], size[1], vae.vae_dtype)
+            parked = vae_geometry.parked_bytes(program, size[0], size[1], vae.vae_dtype)
             if parked <= DEVICE_PARK_MAX_SHARE * free:
                 free -= parked
-        return max(minimum, tiled_vae.auto_tile_px(program, free, vae.vae_dtype))
+        return max(minimum, vae_geometry.auto_tile_px(program, free, vae.vae_dtype))
     if tile_size < minimum:
         raise ValueError(f"{node}: tile_size {tile_size} is smaller than this VAE's minimum of {minimum} px; "
                          f"raise tile_size to {minimum} or more (0 picks a size from free memory)")
@@ -82,14 +82,15 @@ def _park_where(vae, need) -> torch.device:
 
 def park_device(program: Program, height: int, width: int, vae, tile: int, dtype: torch.dtype) -> torch.device:
     """Where exact mode parks one sample's activations for an input of height x width."""
-    return _park_where(vae, lambda: tiled_vae.parked_bytes(program, height, width, dtype)
-                       + tiled_vae.tile_working_bytes(program, tile, dtype))
+    return _park_where(vae, lambda: vae_geometry.parked_bytes(program, height, width, dtype)
+                       + vae_geometry.tile_working_bytes(program, tile, dtype))
 
 
 def sample_park_device(program: Program, height: int, width: int, vae, padding: int,
                        dtype: torch.dtype) -> torch.device:
     """Where sampled mode keeps its sample's activations while it estimates the statistics."""
-    return _park_where(vae, lambda: tiled_vae.sample_parked_bytes(program, height, width, SAMPLE, padding, dtype))
+    return _park_where(vae, lambda: vae_sampled_stats.sample_parked_bytes(program, height, width, SAMPLE, padding,
+                                                                          dtype))
 
 
 def exact_parks_on_device(vae, height_px: int, width_px: int, which: str) -> bool:
@@ -146,7 +147,7 @@ def _run(node: str, program: Program, x: torch.Tensor, sink, *, vae, tile: int, 
                 tiled_vae.run_exact(program, x, sink, tile_px=tile, device=vae.device, dtype=dtype, tick=tick,
                                     attention_margin_px=margin, park_device=park)
             return
-        except tiled_vae.NonFiniteActivation:
+        except vae_runner.NonFiniteActivation:
             dtype = float32_after_overflow(node, dtype)
         except torch.cuda.OutOfMemoryError:
             # Free memory is a snapshot: another process, or fragmentation, can take what it promised.
@@ -180,8 +181,8 @@ FAST_TILE_PX = 1024
 SAMPLED_TILE_PX = 1024
 # sampled mode's statistics: a 4 x 4 lattice of 256 px crops inside 64 px border bands (each with
 # the run's padding), pooled with the weights of their strata, correcting a copy of the whole
-# shrunk to 1024 px (core.tiled_vae.Sample).
-SAMPLE = tiled_vae.Sample(per_side=4, crop_px=256, border_px=64)
+# shrunk to 1024 px (core.vae_sampled_stats.Sample).
+SAMPLE = vae_sampled_stats.Sample(per_side=4, crop_px=256, border_px=64)
 
 
 def auto_mode(vae, height_px: int, width_px: int, which: str) -> str:
@@ -202,7 +203,7 @@ def auto_mode(vae, height_px: int, width_px: int, which: str) -> str:
     except UnsupportedVAE:
         return "exact"  # the VAE nodes fall back to ComfyUI's own tiled path, whatever the mode
     ratio = vae.spacial_compression_decode()
-    share = tiled_vae.global_attention_share(decoder, height_px // ratio, width_px // ratio)
+    share = vae_geometry.global_attention_share(decoder, height_px // ratio, width_px // ratio)
     return "exact" if share <= AUTO_EXACT_MAX_ATTENTION_SHARE else "local_attention"
 
 

@@ -224,6 +224,7 @@ def test_a_latent_resized_in_pixels_tile_by_tile_equals_the_whole_picture_route(
     and a small sample, no picture of the whole canvas, source or upscaled, is ever decoded or
     encoded (each window at most 60% of it at this tiny size)."""
     from expanse.core import tiled_vae
+    from expanse.core.vae_sampled_stats import Sample
     from expanse.runtime import redraw as runtime_redraw
     from expanse.runtime import vae as runtime_vae
 
@@ -248,14 +249,14 @@ def test_a_latent_resized_in_pixels_tile_by_tile_equals_the_whole_picture_route(
         patch.setattr(runtime_vae, "SAMPLED_TILE_PX", 64)
         patch.setattr(runtime_redraw, "DECODE_PADDING_PX", 256)
         patch.setattr(runtime_redraw, "ENCODE_PADDING_PX", 256)
-        patch.setattr(runtime_vae, "SAMPLE", tiled_vae.Sample(per_side=1, crop_px=4096, border_px=0))
+        patch.setattr(runtime_vae, "SAMPLE", Sample(per_side=1, crop_px=4096, border_px=0))
         covering = runtime_redraw.pixel_route("test", z, vae, (32, 32), None)
     assert covering.shape == expected.shape == (1, 4, 32, 32)
     assert _psnr(covering, expected) > 60
 
     sizes.clear()
     monkeypatch.setattr(runtime_vae, "SAMPLED_TILE_PX", 64)
-    monkeypatch.setattr(runtime_vae, "SAMPLE", tiled_vae.Sample(per_side=1, crop_px=32, border_px=8, guide_px=64))
+    monkeypatch.setattr(runtime_vae, "SAMPLE", Sample(per_side=1, crop_px=32, border_px=8, guide_px=64))
     monkeypatch.setattr(runtime_redraw, "DECODE_PADDING_PX", 16)
     monkeypatch.setattr(runtime_redraw, "ENCODE_PADDING_PX", 16)
     tiled = runtime_redraw.pixel_route("test", z, vae, (32, 32), None)

@@ -131,16 +131,16 @@ def test_sampled_mode_is_close_to_exact(node, tiny_vae, monkeypatch):
     the border bands, under half the picture) and decodes padded tiles with them: the image's
     shape and dtype, close to exact; a sample covering the picture with padding reaching across it
     gives the exact result."""
-    from expanse.core import tiled_vae
+    from expanse.core.vae_sampled_stats import Sample
     from expanse.runtime import vae as module
 
     samples = latent(height=20, width=24)
     exact = decode(node, tiny_vae, samples, tile_size=96)
-    monkeypatch.setattr(module, "SAMPLE", tiled_vae.Sample(per_side=2, crop_px=32, border_px=16, guide_px=96))
+    monkeypatch.setattr(module, "SAMPLE", Sample(per_side=2, crop_px=32, border_px=16, guide_px=96))
     ours = decode(node, tiny_vae, samples, tile_size=96, mode="sampled", padding=32)
     assert ours.shape == exact.shape == (1, 160, 192, 3) and ours.dtype == exact.dtype == torch.float32
     assert 1e-4 < rel_l2(ours, exact) < 0.2  # random weights, a white-noise latent: the worst case
-    monkeypatch.setattr(module, "SAMPLE", tiled_vae.Sample(per_side=1, crop_px=512, border_px=0))
+    monkeypatch.setattr(module, "SAMPLE", Sample(per_side=1, crop_px=512, border_px=0))
     covering = decode(node, tiny_vae, samples, tile_size=512, mode="sampled", padding=0)
     assert rel_l2(covering, exact) < 1e-5
     pixels = image(96, 80)
@@ -295,7 +295,7 @@ def test_exact_mode_parks_on_a_gpu_only_where_the_activations_fit(nodes, tiny_va
     from expanse.runtime import vae as module  # the one copy of the pack: ComfyUI's nodes run it
     program = module.compile_program(tiny_vae, "decoder")
     h, w, f32 = 25, 19, torch.float32
-    parked = module.tiled_vae.parked_bytes(program, h, w, f32)
+    parked = module.vae_geometry.parked_bytes(program, h, w, f32)
     gpu, host = torch.device("cuda"), torch.device("cpu")
     fake_gpu_vae = types.SimpleNamespace(
         device=gpu, vae_dtype=f32, patcher=None, first_stage_model=tiny_vae.first_stage_model,
@@ -307,7 +307,7 @@ def test_exact_mode_parks_on_a_gpu_only_where_the_activations_fit(nodes, tiny_va
     free["bytes"] = 1000 * parked
     exact_tile = module._resolve_tile("t", program, 0, fake_gpu_vae, (h, w), "exact")
     fast_tile = module._resolve_tile("t", program, 0, fake_gpu_vae, (h, w), "fast")
-    assert module.tiled_vae.auto_tile_px(program, free["bytes"] - parked, f32) == exact_tile <= fast_tile
+    assert module.vae_geometry.auto_tile_px(program, free["bytes"] - parked, f32) == exact_tile <= fast_tile
     assert module.park_device(program, h, w, fake_gpu_vae, exact_tile, f32) == gpu
     assert module.exact_parks_on_device(fake_gpu_vae, 8 * h, 8 * w, "decoder")
     assert module.park_device(program, h, w, tiny_vae, exact_tile, f32) == tiny_vae.device == host

@@ -6,10 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from expanse.core import attention_context, tiled_vae
-from expanse.core.tiled_vae import (NonFiniteActivation, Sample, auto_tile_px, estimate_stats, global_attention_share,
-                                    min_tile_px, parked_bytes, run_exact, run_fast, run_sampled, sample_boxes,
-                                    steps_per_sample, tile_working_bytes)
+from expanse.core import attention_context, tiled_vae, vae_sampled_stats
+from expanse.core.tiled_vae import run_exact, run_fast, run_sampled, steps_per_sample
+from expanse.core.vae_geometry import (auto_tile_px, global_attention_share, min_tile_px, parked_bytes, shrunk,
+                                       tile_working_bytes)
+from expanse.core.vae_program import AttentionPass
+from expanse.core.vae_runner import NonFiniteActivation, Parked, Runner
+from expanse.core.vae_sampled_stats import Guide, Sample, estimate_stats, sample_boxes
 from expanse.core.tiling import Box
 from expanse.core.vae_program import UnsupportedVAE, compile_decoder, compile_encoder
 from reference_vae import Autoencoder, randomize
@@ -233,7 +236,7 @@ def test_parked_bytes_is_the_peak_a_run_holds(monkeypatch, layout, which):
     x = (torch.rand(1, 3, 44, 52) if which == "encoder"
          else torch.randn(1, model.decoder.conv_in.in_channels, 11, 13))
     live, peak = [0], [0]
-    real_empty, real_of = tiled_vae._Parked.empty, tiled_vae._Parked.of
+    real_empty, real_of = Parked.empty, Parked.of
 
     def track(parked):
         size = parked.data.numel() * parked.data.element_size()
@@ -242,9 +245,9 @@ def test_parked_bytes_is_the_peak_a_run_holds(monkeypatch, layout, which):
         weakref.finalize(parked.data, lambda: live.__setitem__(0, live[0] - size))
         return parked
 
-    monkeypatch.setattr(tiled_vae._Parked, "empty", staticmethod(lambda *a, **k: track(real_empty(*a, **k))))
+    monkeypatch.setattr(Parked, "empty", staticmethod(lambda *a, **k: track(real_empty(*a, **k))))
     # A copy of the input, as parking it on another device makes: the caller's tensor outlives the run.
-    monkeypatch.setattr(tiled_vae._Parked, "of", staticmethod(lambda data: track(real_of(data.clone()))))
+    monkeypatch.setattr(Parked, "of", staticmethod(lambda data: track(real_of(data.clone()))))
     run(prog, x, tile_px=24)
     assert peak[0] == parked_bytes(prog, *x.shape[-2:], torch.float32)
     assert parked_bytes(prog, 88, 104, torch.float16) * 8 == parked_bytes(prog, 176, 208, torch.float32)
@@ -262,8 +265,8 @@ def sampled(model, x, which="decoder", **kw):
 def recorded_stats(prog, x):
     """The statistics exact mode computes for one sample x."""
     stats = {}
-    tiled_vae._Runner(prog, device=torch.device("cpu"), dtype=torch.float32, park_device=torch.device("cpu"),
-                      tile_px=None, record=stats).run(x, lambda *a: None)
+    Runner(prog, device=torch.device("cpu"), dtype=torch.float32, park_device=torch.device("cpu"),
+           tile_px=None, record=stats).run(x, lambda *a: None)
     return stats
 
 
@@ -324,11 +327,11 @@ def test_sampled_statistics_come_from_full_resolution():
     texture = ((yy + xx) % 2).float() * 2 - 1  # a one-pixel checkerboard
     x = torch.stack([texture, 0.5 * texture, torch.linspace(-1, 1, 96).expand(96, 96)])
     exact = recorded_stats(prog, x)
-    shrunk = recorded_stats(prog, tiled_vae._shrunk(x, prog, 48))
+    from_copy = recorded_stats(prog, shrunk(x, prog, 48))
     boxes = sample_boxes(prog, 96, 96, Sample(per_side=2, crop_px=16, border_px=4))
     assert sum(b.height * b.width for b, _ in boxes) < 96 * 96 / 4  # under a quarter of the canvas
     ours = estimate(prog, x, boxes, 8)
-    assert stats_error(ours, exact) < 0.3 < 1.0 < stats_error(shrunk, exact)  # measured: 0.23 and 2.8
+    assert stats_error(ours, exact) < 0.3 < 1.0 < stats_error(from_copy, exact)  # measured: 0.23 and 2.8
 
 
 def test_a_guide_at_full_resolution_corrects_the_sample_to_exact():
@@ -345,9 +348,9 @@ def test_a_guide_at_full_resolution_corrects_the_sample_to_exact():
     inner = [b for b, _ in boxes]
     exact = recorded_stats(prog, z)
     plain = stats_error(estimate(prog, z, boxes, 28), exact)
-    full = stats_error(estimate(prog, z, boxes, 28, tiled_vae.Guide(z, inner)), exact)
+    full = stats_error(estimate(prog, z, boxes, 28, Guide(z, inner)), exact)
     assert full < 1e-5 < 0.05 < plain
-    guide = tiled_vae.guide_for(prog, z, inner, sample)
+    guide = vae_sampled_stats.guide_for(prog, z, inner, sample)
     assert guide.input.shape[-2:] == (11, 13) and len(guide.boxes) == len(inner)
     for box, mapped in zip(inner, guide.boxes):  # the same places, to the nearest pixel of the copy
         assert 0 <= mapped.y0 < mapped.y1 <= 11 and 0 <= mapped.x0 < mapped.x1 <= 13
@@ -362,11 +365,11 @@ def test_sampled_stats_take_the_whole_canvas_where_the_guide_would_be_as_large()
     prog = compile_decoder(model)
     z = torch.randn(4, 12, 14, generator=torch.Generator().manual_seed(8))
     sample = Sample(per_side=1, crop_px=16, border_px=8, guide_px=56)  # 48 x 56 px: no larger
-    inner, crops, weights = tiled_vae.sample_crops(prog, 12, 14, sample, 2, guided=True)
+    inner, crops, weights = vae_sampled_stats.sample_crops(prog, 12, 14, sample, 2, guided=True)
     assert crops == inner == [Box(0, 12, 0, 14)] and weights == [1.0]
-    assert len(tiled_vae.sample_crops(prog, 12, 14, sample, 0)[1]) > 1  # without a guide: crops
-    stats, _ = tiled_vae.sampled_stats(prog, 12, 14, sample, 2, lambda c: z[:, c.y0:c.y1, c.x0:c.x1], whole=z,
-                                       device=torch.device("cpu"), dtype=torch.float32)
+    assert len(vae_sampled_stats.sample_crops(prog, 12, 14, sample, 0)[1]) > 1  # without a guide: crops
+    stats, _ = vae_sampled_stats.sampled_stats(prog, 12, 14, sample, 2, lambda c: z[:, c.y0:c.y1, c.x0:c.x1], whole=z,
+                                               device=torch.device("cpu"), dtype=torch.float32)
     assert stats_error(stats, recorded_stats(prog, z)) < 1e-5
 
 
@@ -380,7 +383,7 @@ def test_sampled_memory_is_bounded_by_the_sample_and_the_tile(monkeypatch, which
     x = torch.rand(1, 3, 192, 192) if which == "encoder" else torch.randn(1, 4, 48, 48)
     h, w = x.shape[-2:]
     live, peak = [0], [0]
-    real_empty = tiled_vae._Parked.empty
+    real_empty = Parked.empty
 
     def track(*a, **k):
         parked = real_empty(*a, **k)
@@ -390,11 +393,11 @@ def test_sampled_memory_is_bounded_by_the_sample_and_the_tile(monkeypatch, which
         weakref.finalize(parked.data, lambda: live.__setitem__(0, live[0] - size))
         return parked
 
-    monkeypatch.setattr(tiled_vae._Parked, "empty", staticmethod(track))
+    monkeypatch.setattr(Parked, "empty", staticmethod(track))
     sample, tile, pad = Sample(per_side=2, crop_px=24, border_px=8, guide_px=64), 64, 8
     sampled(model, x, which, tile_px=tile, padding_px=pad, sample=sample)
     tile_in = (tile + 2 * pad) * h // 192
-    bound = max(tiled_vae.sample_parked_bytes(prog, h, w, sample, pad, torch.float32),
+    bound = max(vae_sampled_stats.sample_parked_bytes(prog, h, w, sample, pad, torch.float32),
                 parked_bytes(prog, tile_in, tile_in, torch.float32))
     assert 0 < peak[0] <= bound < parked_bytes(prog, h, w, torch.float32) / 2
 
@@ -445,11 +448,11 @@ def test_a_tile_that_attends_to_the_canvas_through_its_context_comes_close_to_ex
     whole = model.decode(z.unsqueeze(0))[0]
     exact = recorded_stats(prog, z)
     monkeypatch.setattr(attention_context, "CONTEXT_SIDE", 36)  # no pooling: one token per pixel of the canvas
-    context = tiled_vae.attention_context(prog, 32, 36)
+    context = vae_sampled_stats.attention_context(prog, 32, 36)
     canvas = Box(0, 32, 0, 36)
     estimate_stats(prog, [z], [canvas], device=torch.device("cpu"), dtype=torch.float32, context=context,
                    crop_boxes=[canvas])
-    assert set(context.tokens) == {i for i, p in enumerate(prog.passes) if isinstance(p, tiled_vae.AttentionPass)}
+    assert set(context.tokens) == {i for i, p in enumerate(prog.passes) if isinstance(p, AttentionPass)}
     # 9 latent px of padding: the convolutions around the attention see nearly all they need
     tile, crop = Box(12, 20, 14, 22), Box(3, 29, 5, 31)
     errors = []
@@ -469,20 +472,20 @@ def test_with_the_canvas_as_context_a_crops_attention_is_the_whole_images():
     prog = compile_decoder(model)
     z = torch.randn(4, 20, 22, generator=torch.Generator().manual_seed(10))
     exact, cpu = recorded_stats(prog, z), torch.device("cpu")
-    runner = tiled_vae._Runner(prog, device=cpu, dtype=torch.float32, park_device=cpu, tile_px=None, frozen=exact)
-    buffers = {prog.input: tiled_vae._Parked.of(z)}
-    index = next(i for i, p in enumerate(prog.passes) if isinstance(p, tiled_vae.AttentionPass))
+    runner = Runner(prog, device=cpu, dtype=torch.float32, park_device=cpu, tile_px=None, frozen=exact)
+    buffers = {prog.input: Parked.of(z)}
+    index = next(i for i, p in enumerate(prog.passes) if isinstance(p, AttentionPass))
     for i, p in enumerate(prog.passes[:index]):
-        buffers[p.dst] = runner._conv_pass(i, p, buffers, None)
+        buffers[p.dst] = runner.run_pass(i, p, buffers)
     p = prog.passes[index]
     whole_in = buffers[p.src].data
-    whole_out = runner._attention_pass(index, p, buffers, None).data
-    context = tiled_vae.attention_context(prog, 20, 22)
+    whole_out = runner.run_pass(index, p, buffers).data
+    context = vae_sampled_stats.attention_context(prog, 20, 22)
     assert max(whole_in.shape[-2:]) <= attention_context.CONTEXT_SIDE  # one token per pixel: nothing pooled
-    context.add(index, *tiled_vae._key_value_maps(runner, index, p, whole_in, exact[index]))
+    context.add(index, *runner.key_value_maps(index, p, whole_in, exact[index]))
     crop = Box(4, 13, 6, 17).scaled(context.scales[index])  # on the attention's grid
-    alone = {p.src: tiled_vae._Parked.of(whole_in[:, crop.y0:crop.y1, crop.x0:crop.x1])}
+    alone = {p.src: Parked.of(whole_in[:, crop.y0:crop.y1, crop.x0:crop.x1])}
     wanted = whole_out[:, crop.y0:crop.y1, crop.x0:crop.x1]
-    seeing = runner._attention_pass(index, p, alone, None, context=context.of_crop(Box(4, 13, 6, 17))).data
-    blind = runner._attention_pass(index, p, alone, None).data
+    seeing = runner.run_pass(index, p, alone, context=context.of_crop(Box(4, 13, 6, 17))).data
+    blind = runner.run_pass(index, p, alone).data
     assert rel_l2(seeing, wanted) < 1e-5 < 1e-2 < rel_l2(blind, wanted)

@@ -1,0 +1,254 @@
+"""Sampled mode's GroupNorm statistics: estimated from the picture at full resolution, for
+canvases whose activations would not fit in memory whole.
+
+A lattice of crops spread evenly over the canvas, each with context padding, runs pass by pass in
+lockstep, and every GroupNorm's statistics are pooled over the inner parts (padding excluded) of
+all crops (estimate_stats). A shrunken copy of the whole input runs beside them as a control
+variate: the statistics are the copy's, corrected by how the crops differ from the copy at their
+places, so the layout comes from the copy and the full-resolution detail from the crops. The
+copy's keys and values (or the whole canvas's, where that is the sample) also fill the attention
+context every crop and later tile attends to (attention_context).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable, Sequence
+
+import torch
+
+from .attention_context import AttentionContext
+from .tiling import Box
+from .vae_geometry import buffer_scales, input_granularity, padding_in, parked_bytes, shrunk, shrunk_size
+from .vae_program import AttentionPass, Program
+from .vae_runner import GroupStats, Parked, Runner, Tick, channel_sums, moment_stats
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Where sampled mode's statistics come from: the canvas in strata, sampled with crops at full
+    resolution, each crop with the run's padding around it. The border_px bands along the four
+    edges are strata of their own: a VAE's activations are often far larger within a few pixels of
+    the picture's edge than inside it (with the demo VAE the outermost 1/32 holds about 90% of the
+    late layers' variance), so a sample of the inside alone misses them. Along each axis the
+    border bands are taken whole and per_side spans of crop_px are spread evenly over the rest
+    (or partition it where they would cover it); the crops are the products of those spans, and
+    each counts for the share of its stratum it stands for. Sizes are on the network's pixel side
+    (the decoder's output, the encoder's input).
+
+    guide_px: where the caller has the whole input, a copy of it shrunk to about guide_px x
+    guide_px runs beside the crops as a control variate: every statistic is the copy's over the
+    whole canvas, corrected by how the crops differ from the copy's same places (the mean by the
+    difference, the variance by the ratio). The copy sees the whole layout (sky here, forest
+    there) that a few crops miss; the crops see what a shrunk copy gets wrong (texture at full
+    resolution). 0: the crops alone."""
+
+    per_side: int = 4
+    crop_px: int = 256
+    border_px: int = 64
+    guide_px: int = 1024
+
+
+def _lattice(length: int, count: int, side: int) -> list[tuple[int, int]]:
+    """count spans of `side` spread evenly over [0, length), or count spans partitioning it where
+    they would cover it."""
+    count = max(1, min(count, length))
+    if count * side >= length:
+        edges = [round(i * length / count) for i in range(count + 1)]
+        return list(zip(edges[:-1], edges[1:]))
+    starts = [min(max(0, round((i + 0.5) * length / count - side / 2)), length - side) for i in range(count)]
+    return [(s, s + side) for s in starts]
+
+
+def _axis_strata(length: int, count: int, side: int, border: int) -> list[tuple[int, int, float]]:
+    """The sample's spans along one axis, each with the length of its stratum over the length
+    sampled there: (start, end, weight)."""
+    inside = length - 2 * border
+    if border <= 0 or inside < 1:
+        border, inside = 0, length
+    spans = [(a + border, b + border) for a, b in _lattice(inside, count, side)]
+    weight = inside / sum(b - a for a, b in spans)
+    edges = [(0, border, 1.0), (length - border, length, 1.0)] if border else []
+    return edges[:1] + [(a, b, weight) for a, b in spans] + edges[1:]
+
+
+def sample_boxes(program: Program, height: int, width: int, sample: Sample) -> list[tuple[Box, float]]:
+    """The inner boxes (input grid, on the input's granularity) of the crops a sample takes from
+    an input of height x width, each with its weight: the area of its stratum over the area
+    sampled in that stratum (1 where the sample covers it)."""
+    g = input_granularity(program)
+
+    def units(px: int) -> int:
+        return round(px / float(program.pixel_scale) / g)
+
+    side, border = max(1, units(sample.crop_px)), units(sample.border_px)
+    rows = _axis_strata(height // g, sample.per_side, side, border)
+    cols = _axis_strata(width // g, sample.per_side, side, border)
+    return [(Box(y0, y1, x0, x1).scaled(g), wy * wx) for y0, y1, wy in rows for x0, x1, wx in cols]
+
+
+def sample_crops(program: Program, height: int, width: int, sample: Sample, pad_in: int,
+                 guided: bool = False) -> tuple[list[Box], list[Box], list[float]]:
+    """(inner boxes, crops, weights) of a sample of an input of height x width, crops padded by
+    pad_in (input grid). One crop, the whole input, instead (exact statistics, for less work and
+    memory) where the padded crops would take more area than the input itself, or, guided, where
+    the input is no larger than the guide would be."""
+    whole = Box(0, height, 0, width)
+    if guided and sample.guide_px and shrunk_size(height, width, program, sample.guide_px) == (height, width):
+        return [whole], [whole], [1.0]
+    inner, weights = zip(*sample_boxes(program, height, width, sample))
+    crops = [box.grown(pad_in, height, width) for box in inner]
+    if sum(c.height * c.width for c in crops) >= height * width:
+        return [whole], [whole], [1.0]
+    return list(inner), crops, list(weights)
+
+
+@dataclass
+class Guide:
+    """A shrunk copy of the whole input (C, h, w) and each sample crop's inner box on its grid."""
+
+    input: torch.Tensor
+    boxes: list[Box]
+
+
+def _takes_guide(sample: Sample, inner: Sequence[Box], height: int, width: int) -> bool:
+    """Whether a sample with these inner boxes runs a guide: not where it is the whole input."""
+    return bool(sample.guide_px) and list(inner) != [Box(0, height, 0, width)]
+
+
+def guide_for(program: Program, x: torch.Tensor, inner: Sequence[Box], sample: Sample) -> Guide | None:
+    """The guide of a sample of x (C, H, W) whose crops' inner boxes are `inner`; None where the
+    sample is the whole input or sample.guide_px is 0."""
+    height, width = x.shape[-2:]
+    if not _takes_guide(sample, inner, height, width):
+        return None
+    copy = shrunk(x, program, sample.guide_px)
+    h, w = copy.shape[-2:]
+    g = input_granularity(program)
+
+    def span(lo: int, hi: int, length: int, to: int) -> tuple[int, int]:
+        a, b = (min(to, round(v * to / length / g) * g) for v in (lo, hi))
+        return (a, b) if b > a else (min(a, to - g), min(a, to - g) + g)
+
+    return Guide(copy, [Box(*span(b.y0, b.y1, height, h), *span(b.x0, b.x1, width, w)) for b in inner])
+
+
+def _pooled_moments(buffers: Sequence[dict[str, Parked]], name: str, boxes: Sequence[Box], weights: Sequence[float],
+                    scale: Fraction) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel means of x and x² of activation `name` over the boxes (input grid, scaled to
+    the activation's), each box's pixels counting `weight` times."""
+    sums = sumsq = 0
+    pixels = 0.0
+    for parked, box, weight in zip(buffers, boxes, weights):
+        area = box.scaled(scale)
+        s1, s2 = channel_sums(parked[name].data[:, area.y0:area.y1, area.x0:area.x1])
+        sums, sumsq = sums + weight * s1, sumsq + weight * s2
+        pixels += weight * area.height * area.width
+    return sums / pixels, sumsq / pixels
+
+
+def estimate_stats(program: Program, crops: Sequence[torch.Tensor], inner: Sequence[Box], *, device, dtype,
+                   weights: Sequence[float] | None = None, guide: Guide | None = None, park_device=None,
+                   tick: Tick | None = None, context: AttentionContext | None = None,
+                   crop_boxes: Sequence[Box] | None = None) -> GroupStats:
+    """Every GroupNorm's statistics pooled over the inner parts of full-resolution crops.
+
+    crops: input crops (C, h, w), each with context around its inner box; inner: each crop's inner
+    box relative to the crop, on the input grid and its granularity; weights: how much each crop's
+    pixels count (default 1 each: a plain pool). The crops run pass by pass in lockstep, each pass
+    normalising with the statistics estimated so far, so pass i's statistics come from the inner
+    parts of all crops as the network computed them. guide (Sample.guide_px): a shrunk copy of the
+    whole input run beside them with its own statistics; each estimate is then the copy's, the
+    mean shifted by the crops' difference from the copy's same boxes and the variance scaled by
+    their ratio. Memory: the crops' and the guide's activations (exact mode's parked activations
+    for a picture of their total area), on park_device (default: the compute device)."""
+    if len(crops) != len(inner) or not crops:
+        raise ValueError("estimate_stats needs one inner box per crop, and at least one crop")
+    stats: GroupStats = {}
+    guide_stats: GroupStats = {}
+    park = park_device or device
+    runner = Runner(program, device=device, dtype=dtype, park_device=park, tile_px=None, frozen=stats, tick=tick)
+    scale_of = buffer_scales(program)
+    buffers = [{program.input: Parked(crop.to(park), None, None)} for crop in crops]
+    runs = [(runner, parked) for parked in buffers]  # every activation set with the runner that advances it
+    if guide is not None:
+        guide_parked = {program.input: Parked(guide.input.to(park), None, None)}
+        runs.append((Runner(program, device=device, dtype=dtype, park_device=park, tile_px=None,
+                            frozen=guide_stats, tick=tick), guide_parked))
+    weights = [1.0] * len(crops) if weights is None else weights
+    crop_contexts = [None] * len(crops)
+    if context is not None:
+        if crop_boxes is None or len(crop_boxes) != len(crops):
+            raise ValueError("estimate_stats needs every crop's box on the canvas to fill an attention context")
+        crop_contexts = [context.of_crop(box) for box in crop_boxes]
+    crop_contexts.append(None)  # the guide attends to the whole of itself
+    last = len(program.passes) - 1
+    for index, p in enumerate(program.passes):
+        if p.norm is not None:
+            scale, groups = scale_of[p.src], p.norm.groups
+            mean, var = moment_stats(*_pooled_moments(buffers, p.src, inner, weights, scale), groups)
+            if guide is not None:
+                whole = guide.input.shape[-2:]
+                guide_stats[index] = moment_stats(
+                    *_pooled_moments([guide_parked], p.src, [Box(0, whole[0], 0, whole[1])], [1.0], scale), groups)
+                there_mean, there_var = moment_stats(  # the copy at the crops' places, weighted as they are
+                    *_pooled_moments([guide_parked] * len(inner), p.src, guide.boxes, weights, scale), groups)
+                guide_mean, guide_var = guide_stats[index]
+                mean = guide_mean + (mean - there_mean)
+                var = torch.where(there_var > 0, var * guide_var / there_var.clamp_min(1e-30), var)
+            stats[index] = (mean, var)
+        if index == last:
+            break
+        if context is not None and isinstance(p, AttentionPass):
+            whole = (guide_parked if guide is not None else buffers[0])[p.src].data
+            context.add(index, *runner.key_value_maps(index, p, whole, stats[index]))
+        for (run, parked), crop_context in zip(runs, crop_contexts):
+            dst = run.run_pass(index, p, parked, context=crop_context)
+            for name in program.last_reads[index]:
+                del parked[name]
+            parked[p.dst] = dst
+    return stats
+
+
+def sampled_stats(program: Program, height: int, width: int, sample: Sample, pad_in: int,
+                  crop_of: Callable[[Box], torch.Tensor], *, whole: torch.Tensor | None = None, device, dtype,
+                  park_device=None, tick: Tick | None = None) -> tuple[GroupStats, AttentionContext | None]:
+    """Sampled mode's statistics of an input of height x width: its sample's crops (padded by
+    pad_in, made by crop_of) and, where the caller has the whole input, its guide; and the
+    attention context its tiles see (None without a guide, unless the one crop is the whole)."""
+    inner, crops, weights = sample_crops(program, height, width, sample, pad_in, guided=whole is not None)
+    guide = guide_for(program, whole, inner, sample) if whole is not None else None
+    context = None
+    if guide is not None or crops == [Box(0, height, 0, width)]:
+        context = attention_context(program, height, width)
+    stats = estimate_stats(program, [crop_of(c) for c in crops], [box.relative_to(c) for box, c in zip(inner, crops)],
+                           weights=weights, guide=guide, device=device, dtype=dtype, park_device=park_device,
+                           tick=tick, context=context, crop_boxes=crops)
+    return stats, context
+
+
+def attention_context(program: Program, height: int, width: int) -> AttentionContext | None:
+    """An empty AttentionContext for an input of height x width (None for a program without
+    attention)."""
+    scale_of = buffer_scales(program)
+    scales = {i: scale_of[p.src] for i, p in enumerate(program.passes) if isinstance(p, AttentionPass)}
+    return AttentionContext((height, width), scales) if scales else None
+
+
+def sampled_ticks(program: Program, height: int, width: int, sample: Sample, pad_in: int, guided: bool) -> int:
+    """Progress ticks sampled_stats gives: one per pass run per crop and for the guide (two for
+    attention); the last pass needs only its input's statistics."""
+    inner, crops, _ = sample_crops(program, height, width, sample, pad_in, guided)
+    runs = len(crops) + (1 if guided and _takes_guide(sample, inner, height, width) else 0)
+    return runs * sum(2 if isinstance(p, AttentionPass) else 1 for p in program.passes[:-1])
+
+
+def sample_parked_bytes(program: Program, height: int, width: int, sample: Sample, padding_px: int,
+                        dtype: torch.dtype) -> int:
+    """The most memory run_sampled's statistics take at once for an input of height x width: the
+    sample's crops and the guide, which run_sampled always has."""
+    inner, crops, _ = sample_crops(program, height, width, sample, padding_in(program, padding_px), guided=True)
+    total = sum(parked_bytes(program, c.height, c.width, dtype) for c in crops)
+    if _takes_guide(sample, inner, height, width):
+        total += parked_bytes(program, *shrunk_size(height, width, program, sample.guide_px), dtype)
+    return total
