@@ -31,9 +31,9 @@ from typing import Callable
 import torch
 
 from .attention_context import AttentionContext
-from .tiling import Box, grid_count
-from .vae_geometry import out_size, pass_tile, padding_in, shrunk, tile_boxes
-from .vae_program import AttentionPass, ConvPass, Program
+from .tiling import Box
+from .vae_geometry import padding_in, pass_ticks, shrunk, tile_boxes
+from .vae_program import Program
 from .vae_runner import GroupStats, Runner, Tick
 from .vae_sampled_stats import Sample, sampled_stats, sampled_ticks
 
@@ -130,11 +130,4 @@ def steps_per_sample(program: Program, height: int, width: int, tile_px: int, fa
                 + len(tile_boxes(program, height, width, tile_px)))
     if fast:
         return 1 + len(tile_boxes(program, height, width, tile_px))
-    total = 0
-    h, w = height, width
-    for index, p in enumerate(program.passes):
-        if isinstance(p, ConvPass):
-            h, w = out_size(p, h, w)
-        tile = pass_tile(program, index, tile_px)
-        total += grid_count(h, w, tile, tile) * (2 if isinstance(p, AttentionPass) else 1)
-    return total
+    return pass_ticks(program, height, width, tile_px)

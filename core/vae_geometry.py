@@ -9,8 +9,8 @@ from fractions import Fraction
 import torch
 import torch.nn.functional as F
 
-from .tiling import Box, grid
-from .vae_program import Conv, ConvPass, Program
+from .tiling import Box, grid, grid_count
+from .vae_program import AttentionPass, Conv, ConvPass, Program
 
 
 def axis_window(o0: int, o1: int, length: int, upsample: bool, stride: int, kernel: int,
@@ -63,6 +63,19 @@ def global_attention_share(program: Program, height: int, width: int) -> float:
             linear += 4 * px * channels * channels  # q, k, v and the projection
             quadratic += 2 * px * px * channels
     return quadratic / (linear + quadratic)
+
+
+def pass_ticks(program: Program, height: int, width: int, tile_px: int | None, passes: int | None = None) -> int:
+    """Progress ticks a Runner gives running the first `passes` passes (default all) on an input of
+    height x width in tiles of tile_px (None: each pass whole): one per tile, two for attention."""
+    total = 0
+    h, w = height, width
+    for index, p in enumerate(program.passes[:passes]):
+        if isinstance(p, ConvPass):
+            h, w = out_size(p, h, w)
+        tile = pass_tile(program, index, tile_px)
+        total += grid_count(h, w, tile, tile) * (2 if isinstance(p, AttentionPass) else 1)
+    return total
 
 
 def input_granularity(program: Program) -> int:

@@ -19,7 +19,7 @@ import torch
 
 from .attention_context import AttentionContext
 from .tiling import Box
-from .vae_geometry import buffer_scales, input_granularity, padding_in, parked_bytes, shrunk, shrunk_size
+from .vae_geometry import buffer_scales, input_granularity, padding_in, parked_bytes, pass_ticks, shrunk, shrunk_size
 from .vae_program import AttentionPass, Program
 from .vae_runner import GroupStats, Parked, Runner, Tick, channel_sums, moment_stats
 
@@ -41,12 +41,18 @@ class Sample:
     whole canvas, corrected by how the crops differ from the copy's same places (the mean by the
     difference, the variance by the ratio). The copy sees the whole layout (sky here, forest
     there) that a few crops miss; the crops see what a shrunk copy gets wrong (texture at full
-    resolution). 0: the crops alone."""
+    resolution). 0: the crops alone.
+
+    pass_tile_px: the crops and the guide run pass by pass in tiles of this many pixels, as exact
+    mode does, so no pass holds more than a tile's working set beside the parked activations
+    (None: each pass whole, whose transient copies of a 1024 px guide take gigabytes with SD's
+    VAE). The statistics do not depend on it."""
 
     per_side: int = 4
     crop_px: int = 256
     border_px: int = 64
     guide_px: int = 1024
+    pass_tile_px: int | None = None
 
 
 def _lattice(length: int, count: int, side: int) -> list[tuple[int, int]]:
@@ -150,7 +156,7 @@ def _pooled_moments(buffers: Sequence[dict[str, Parked]], name: str, boxes: Sequ
 def estimate_stats(program: Program, crops: Sequence[torch.Tensor], inner: Sequence[Box], *, device, dtype,
                    weights: Sequence[float] | None = None, guide: Guide | None = None, park_device=None,
                    tick: Tick | None = None, context: AttentionContext | None = None,
-                   crop_boxes: Sequence[Box] | None = None) -> GroupStats:
+                   crop_boxes: Sequence[Box] | None = None, pass_tile_px: int | None = None) -> GroupStats:
     """Every GroupNorm's statistics pooled over the inner parts of full-resolution crops.
 
     crops: input crops (C, h, w), each with context around its inner box; inner: each crop's inner
@@ -161,19 +167,21 @@ def estimate_stats(program: Program, crops: Sequence[torch.Tensor], inner: Seque
     whole input run beside them with its own statistics; each estimate is then the copy's, the
     mean shifted by the crops' difference from the copy's same boxes and the variance scaled by
     their ratio. Memory: the crops' and the guide's activations (exact mode's parked activations
-    for a picture of their total area), on park_device (default: the compute device)."""
+    for a picture of their total area), on park_device (default: the compute device), and the
+    working set of a tile of pass_tile_px (Sample.pass_tile_px)."""
     if len(crops) != len(inner) or not crops:
         raise ValueError("estimate_stats needs one inner box per crop, and at least one crop")
     stats: GroupStats = {}
     guide_stats: GroupStats = {}
     park = park_device or device
-    runner = Runner(program, device=device, dtype=dtype, park_device=park, tile_px=None, frozen=stats, tick=tick)
+    runner = Runner(program, device=device, dtype=dtype, park_device=park, tile_px=pass_tile_px, frozen=stats,
+                    tick=tick)
     scale_of = buffer_scales(program)
     buffers = [{program.input: Parked(crop.to(park), None, None)} for crop in crops]
     runs = [(runner, parked) for parked in buffers]  # every activation set with the runner that advances it
     if guide is not None:
         guide_parked = {program.input: Parked(guide.input.to(park), None, None)}
-        runs.append((Runner(program, device=device, dtype=dtype, park_device=park, tile_px=None,
+        runs.append((Runner(program, device=device, dtype=dtype, park_device=park, tile_px=pass_tile_px,
                             frozen=guide_stats, tick=tick), guide_parked))
     weights = [1.0] * len(crops) if weights is None else weights
     crop_contexts = [None] * len(crops)
@@ -223,7 +231,7 @@ def sampled_stats(program: Program, height: int, width: int, sample: Sample, pad
         context = attention_context(program, height, width)
     stats = estimate_stats(program, [crop_of(c) for c in crops], [box.relative_to(c) for box, c in zip(inner, crops)],
                            weights=weights, guide=guide, device=device, dtype=dtype, park_device=park_device,
-                           tick=tick, context=context, crop_boxes=crops)
+                           tick=tick, context=context, crop_boxes=crops, pass_tile_px=sample.pass_tile_px)
     return stats, context
 
 
@@ -236,11 +244,13 @@ def attention_context(program: Program, height: int, width: int) -> AttentionCon
 
 
 def sampled_ticks(program: Program, height: int, width: int, sample: Sample, pad_in: int, guided: bool) -> int:
-    """Progress ticks sampled_stats gives: one per pass run per crop and for the guide (two for
-    attention); the last pass needs only its input's statistics."""
+    """Progress ticks sampled_stats gives: every pass but the last (which needs only its input's
+    statistics) run on every crop and on the guide, in tiles of sample.pass_tile_px."""
     inner, crops, _ = sample_crops(program, height, width, sample, pad_in, guided)
-    runs = len(crops) + (1 if guided and _takes_guide(sample, inner, height, width) else 0)
-    return runs * sum(2 if isinstance(p, AttentionPass) else 1 for p in program.passes[:-1])
+    sizes = [(c.height, c.width) for c in crops]
+    if guided and _takes_guide(sample, inner, height, width):
+        sizes.append(shrunk_size(height, width, program, sample.guide_px))
+    return sum(pass_ticks(program, h, w, sample.pass_tile_px, len(program.passes) - 1) for h, w in sizes)
 
 
 def sample_parked_bytes(program: Program, height: int, width: int, sample: Sample, padding_px: int,

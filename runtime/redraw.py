@@ -84,13 +84,14 @@ def pixel_route(node: str, z: torch.Tensor, vae, target_hw: tuple[int, int], ups
                          f"architecture is not one the tiled path understands ({e}); set latent_resize to "
                          f"{LATENT_LANCZOS!r} and disconnect upscale_model, or connect the image instead") from e
     factor = int(getattr(upscale_model, "scale", 1)) if upscale_model is not None else 1
+    mm.load_models_gpu([vae.patcher])  # before the estimator's tile is chosen from free memory
     route = PixelRoute(decoder, encoder, to_pixels=lambda t: vae.process_output(t),
                        from_pixels=lambda t: vae.process_input(t),
                        enlarge=_enlarge_with(upscale_model) if upscale_model is not None else None,
                        factor=factor, margin_px=MODEL_MARGIN_PX if upscale_model is not None else 0,
                        decode_padding_px=DECODE_PADDING_PX, encode_padding_px=ENCODE_PADDING_PX,
-                       tile_px=runtime_vae.SAMPLED_TILE_PX, sample=runtime_vae.SAMPLE)
-    mm.load_models_gpu([vae.patcher])
+                       tile_px=runtime_vae.SAMPLED_TILE_PX,
+                       sample=runtime_vae.estimator_sample(vae, decoder, encoder))
     dtype = vae.vae_dtype
     source = z.to(mm.intermediate_device(), torch.float32)
     while True:

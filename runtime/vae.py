@@ -5,6 +5,7 @@ uses.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import torch
@@ -122,7 +123,7 @@ def _run(node: str, program: Program, x: torch.Tensor, sink, *, vae, tile: int, 
     if mode not in MODES:
         raise ValueError(f"{node}: mode must be one of {', '.join(MODES)}, got {mode!r}")
     mm.load_models_gpu([vae.patcher])
-    sample = SAMPLE if mode == "sampled" else None
+    sample = estimator_sample(vae, program) if mode == "sampled" else None
     steps = x.shape[0] * tiled_vae.steps_per_sample(program, x.shape[-2], x.shape[-1], tile, mode == "fast", sample,
                                                     padding)
     dtype = vae.vae_dtype
@@ -139,7 +140,7 @@ def _run(node: str, program: Program, x: torch.Tensor, sink, *, vae, tile: int, 
                 if may_park_on_device:
                     park = sample_park_device(program, x.shape[-2], x.shape[-1], vae, padding, dtype)
                 tiled_vae.run_sampled(program, x, sink, tile_px=tile, padding_px=padding, device=vae.device,
-                                      dtype=dtype, sample=SAMPLE, tick=tick, park_device=park)
+                                      dtype=dtype, sample=sample, tick=tick, park_device=park)
             else:
                 margin = padding if mode == "local_attention" else None
                 if may_park_on_device:
@@ -183,6 +184,13 @@ SAMPLED_TILE_PX = 1024
 # the run's padding), pooled with the weights of their strata, correcting a copy of the whole
 # shrunk to 1024 px (core.vae_sampled_stats.Sample).
 SAMPLE = vae_sampled_stats.Sample(per_side=4, crop_px=256, border_px=64)
+
+
+def estimator_sample(vae, *programs: Program) -> vae_sampled_stats.Sample:
+    """SAMPLE with its crops and guide run pass by pass in the tiles exact mode takes on this device
+    (the smallest of the programs'), so that no pass holds more than a tile's working set."""
+    tile = min(_resolve_tile("sampled", p, 0, vae, (0, 0), "sampled") for p in programs)
+    return dataclasses.replace(SAMPLE, pass_tile_px=tile)
 
 
 def auto_mode(vae, height_px: int, width_px: int, which: str) -> str:

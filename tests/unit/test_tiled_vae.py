@@ -1,3 +1,4 @@
+import dataclasses
 import math
 import weakref
 from fractions import Fraction
@@ -6,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from expanse.core import attention_context, tiled_vae, vae_sampled_stats
+from expanse.core import attention_context, tiled_vae, vae_runner, vae_sampled_stats
 from expanse.core.tiled_vae import run_exact, run_fast, run_sampled, steps_per_sample
-from expanse.core.vae_geometry import (auto_tile_px, global_attention_share, min_tile_px, parked_bytes, shrunk,
-                                       tile_working_bytes)
+from expanse.core.vae_geometry import (auto_tile_px, global_attention_share, min_tile_px, parked_bytes, pass_tile,
+                                       shrunk, tile_working_bytes)
 from expanse.core.vae_program import AttentionPass
 from expanse.core.vae_runner import NonFiniteActivation, Parked, Runner
 from expanse.core.vae_sampled_stats import Guide, Sample, estimate_stats, sample_boxes
@@ -416,6 +417,39 @@ def test_sampled_mode_is_deterministic_and_ticks_as_planned():
     sampled(model, z, tile_px=40, padding_px=8, sample=lone, tick=lambda: ticks.append(1))
     assert len(ticks) == steps_per_sample(prog, 22, 26, 40, fast=False, sample=lone, padding_px=8)
 
+
+
+def test_the_estimator_runs_its_passes_in_tiles_with_the_same_statistics(monkeypatch):
+    """Sample.pass_tile_px: the crops and the guide run pass by pass in tiles as exact mode does, so
+    no convolution reads more than a tile and its halo at once (whole passes of a 1024 px guide take
+    gigabytes with SD's VAE); the statistics are those of whole passes and the ticks as planned."""
+    model = randomize(Autoencoder())
+    prog = compile_decoder(model)
+    z = torch.randn(4, 32, 36, generator=torch.Generator().manual_seed(9))  # 256 x 288 px
+    whole = Sample(per_side=2, crop_px=32, border_px=8, guide_px=128)
+    tiled = dataclasses.replace(whole, pass_tile_px=32)
+    widest = []
+    real_call = vae_runner.DeviceConv.__call__
+
+    def recording(conv, x):
+        if conv.weight.shape[-1] == 3:  # the passes' own convolutions, not attention's 1x1 ones
+            widest.append(x.shape[-2] * x.shape[-1])
+        return real_call(conv, x)
+
+    monkeypatch.setattr(vae_runner.DeviceConv, "__call__", recording)
+    results = {}
+    for sample in (whole, tiled):
+        widest.clear()
+        ticks = []
+        stats, _ = vae_sampled_stats.sampled_stats(prog, 32, 36, sample, 1, lambda c: z[:, c.y0:c.y1, c.x0:c.x1],
+                                                   whole=z, device=torch.device("cpu"), dtype=torch.float32,
+                                                   tick=lambda: ticks.append(1))
+        assert len(ticks) == vae_sampled_stats.sampled_ticks(prog, 32, 36, sample, 1, guided=True)
+        results[sample.pass_tile_px] = stats, max(widest)
+    bound = max(pass_tile(prog, i, 32) + 2 for i in range(len(prog.passes))) ** 2
+    print(f"widest convolution input: {results[None][1]} px whole, {results[32][1]} px in tiles (bound {bound})")
+    assert results[32][1] <= bound < results[None][1]
+    assert stats_error(results[32][0], results[None][0]) < 1e-5
 
 def test_a_context_token_counts_as_the_area_it_stands_for():
     """A context token with log 4 added to its score weighs in the softmax as the same key and
