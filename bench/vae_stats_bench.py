@@ -14,6 +14,7 @@ output tiles (a corner and the centre) instead of the whole picture.
 
     python bench/vae_stats_bench.py                       # demo and sd15, 2048 px
     python bench/vae_stats_bench.py --vaes demo --size 1024
+    python bench/vae_stats_bench.py --vaes sd15 --which decode --only sampled --tmp DIR   # one row again
 """
 from __future__ import annotations
 
@@ -215,6 +216,9 @@ def main() -> None:
     parser.add_argument("--sweep-only", action="store_true",
                         help="only the sweeps, on the arrays an earlier run left in --tmp; the full runs' rows "
                              "in bench/results/vae_stats.json are kept")
+    parser.add_argument("--only", nargs="+", choices=["exact", "sampled", "fast"],
+                        help="only these full runs, no sweep; their rows are replaced where they stand and every "
+                             "other row is kept (the exact run an earlier run left in --tmp is the reference)")
     parser.add_argument("--worker", nargs=4, metavar=("VAE", "WHICH", "METHOD", "TMP"))
     parser.add_argument("--sweep", nargs=4, metavar=("VAE", "WHICH", "SUBSET", "TMP"))
     args = parser.parse_args()
@@ -239,6 +243,10 @@ def main() -> None:
             or (args.sweep_only and not _sweep_row(r))]
     if args.sweep_only and not args.tmp:
         parser.error("--sweep-only reads the arrays an earlier run left in --tmp")
+    if args.only:
+        if not args.tmp:
+            parser.error("--only reads the arrays an earlier run left in --tmp")
+        rows = list(kept)
     sample = rv.SAMPLE
     default = f"{sample.per_side}x{sample.per_side} x {sample.crop_px} px"
 
@@ -267,6 +275,8 @@ def main() -> None:
                 methods = ["exact"] + (["sampled", "fast"] if which in args.which else [])
                 if args.sweep_only:
                     methods = []
+                if args.only:
+                    methods = [m for m in methods if m in args.only]
                 if which == "encode" and "encode" not in args.which and \
                         (pathlib.Path(tmp) / f"{vae_name}-latent.npy").exists():
                     continue
@@ -281,9 +291,14 @@ def main() -> None:
                         if method != "exact":
                             ref = np.load(f"{tmp}/{vae_name}-{which}-exact.npy")
                             row["psnr_db"] = psnr(np.load(f"{tmp}/{vae_name}-{which}-{method}.npy"), ref, which)
-                    rows.append(row)
+                    same = [i for i, r in enumerate(rows) if not _sweep_row(r)
+                            and (r["vae"], r["which"], r["method"]) == (vae_name, which, method)]
+                    if same:
+                        rows[same[0]] = row
+                    else:
+                        rows.append(row)
                     write()
-                if which not in args.which:
+                if which not in args.which or args.only:
                     continue
                 subset = "subset" if vae_name == "sd15" else "whole"
                 import subprocess
