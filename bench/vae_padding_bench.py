@@ -26,7 +26,7 @@ def measure(vae_name: str, paddings: list[int]) -> list[dict]:
     import torch
 
     from expanse.core import vae_sampled_stats as vs
-    from expanse.core.tiled_vae import run_frozen
+    from expanse.core.tiled_vae import frozen_tiles
     from expanse.core.tiling import Box
     from expanse.core.vae_geometry import padding_in, tile_boxes
     from expanse.core.vae_runner import Runner
@@ -52,15 +52,14 @@ def measure(vae_name: str, paddings: list[int]) -> list[dict]:
     for padding in paddings:
         pad_in = padding_in(program, padding)
         out = torch.zeros_like(reference)
-        area = 0
+
+        def sink(_, box, y):
+            out[:, box.y0:box.y1, box.x0:box.x1] = y
         start = time.perf_counter()
-        for box in tile_boxes(program, height, width, TILE_PX):
-            crop = box.grown(pad_in, height, width)
-            y = run_frozen(program, x[:, crop.y0:crop.y1, crop.x0:crop.x1], stats, device=cpu, dtype=f32,
-                           context=context, at=crop)
-            local, dst = box.relative_to(crop).scaled(program.output_scale), box.scaled(program.output_scale)
-            out[:, dst.y0:dst.y1, dst.x0:dst.x1] = y[:, local.y0:local.y1, local.x0:local.x1]
-            area += crop.height * crop.width
+        frozen_tiles(program, x, 0, stats, sink, tile_px=TILE_PX, pad_in=pad_in, device=cpu, dtype=f32,
+                     context=context)
+        area = sum(c.height * c.width for c in (b.grown(pad_in, height, width)
+                                                 for b in tile_boxes(program, height, width, TILE_PX)))
         rows.append({"vae": vae_name, "padding_px": padding, "tile_px": TILE_PX,
                      "psnr_db": psnr(vae.process_output(out.unsqueeze(0)).numpy(), pixels, "decode"),
                      "tile_area_share": round(area / (height * width), 2),

@@ -106,8 +106,8 @@ def sweep(vae_name: str, which: str, size: int, tmp: str, limit_gib: float, subs
     import torch
 
     from expanse.core import vae_sampled_stats as vs
-    from expanse.core.tiled_vae import run_frozen
-    from expanse.core.vae_geometry import padding_in, tile_boxes
+    from expanse.core.tiled_vae import frozen_tiles
+    from expanse.core.vae_geometry import padding_in
     from expanse.core.vae_runner import Runner
     from expanse.core.tiling import Box
     from expanse.runtime import vae as rv
@@ -136,21 +136,15 @@ def sweep(vae_name: str, which: str, size: int, tmp: str, limit_gib: float, subs
     pad_in = padding_in(program, padding)
 
     def padded_tiles(stats, context=None):
-        """Sampled mode's tiles (tile_out with padding, frozen statistics, the attention context
+        """Sampled mode's tiles (tile_px with padding, frozen statistics, the attention context
         given) over the evaluated boxes."""
-        pieces = []
-        for area in boxes:
-            out_area = area.scaled(scale)
-            out = torch.zeros(program.out_channels, out_area.height, out_area.width)
-            for box in tile_boxes(program, area.height, area.width, tile_px):
-                box = Box(box.y0 + area.y0, box.y1 + area.y0, box.x0 + area.x0, box.x1 + area.x0)
-                crop = box.grown(pad_in, height, width)
-                y = run_frozen(program, x[:, crop.y0:crop.y1, crop.x0:crop.x1], stats, device=cpu, dtype=f32,
-                               context=context, at=crop)
-                local, dst = box.relative_to(crop).scaled(scale), box.relative_to(area).scaled(scale)
-                out[:, dst.y0:dst.y1, dst.x0:dst.x1] = y[:, local.y0:local.y1, local.x0:local.x1]
-            pieces.append(out)
-        return pieces
+        out = torch.zeros(program.out_channels, out_h, out_w)
+
+        def sink(_, box, y):
+            out[:, box.y0:box.y1, box.x0:box.x1] = y
+        frozen_tiles(program, x, 0, stats, sink, tile_px=tile_px, pad_in=pad_in, device=cpu, dtype=f32,
+                     context=context, areas=boxes)
+        return [out[:, a.y0:a.y1, a.x0:a.x1] for a in (b.scaled(scale) for b in boxes)]
 
     def exact_geometry(stats):
         """The statistics given, on exact mode's geometry (streamed, no padding): their error alone."""

@@ -72,19 +72,24 @@ def run_frozen(program: Program, crop: torch.Tensor, stats: GroupStats, *, devic
     return pieces[0]
 
 
-def _frozen_tiles(program: Program, sample: torch.Tensor, b: int, stats: GroupStats, sink: Sink, *, tile_px: int,
-                  pad_in: int, device, dtype, tick: Tick | None, context: AttentionContext | None = None) -> None:
-    """Every tile of one sample run with padding and frozen statistics; the inner part to the sink."""
+def frozen_tiles(program: Program, sample: torch.Tensor, b: int, stats: GroupStats, sink: Sink, *, tile_px: int,
+                 pad_in: int, device, dtype, tick: Tick | None = None, context: AttentionContext | None = None,
+                 areas: list[Box] | None = None) -> None:
+    """Every tile of one sample run with padding and frozen statistics; the inner part to the sink.
+    areas: boxes of the input (on its granularity) whose tiles alone run, each cut into tiles of
+    its own (default: the whole input); a tile's padding still reaches past its area."""
     out_scale = program.output_scale
     height, width = sample.shape[-2:]
-    for box in tile_boxes(program, height, width, tile_px):
-        crop = box.grown(pad_in, height, width)
-        y = run_frozen(program, sample[:, crop.y0:crop.y1, crop.x0:crop.x1], stats, device=device, dtype=dtype,
-                       context=context, at=crop)
-        local = box.relative_to(crop).scaled(out_scale)
-        sink(b, box.scaled(out_scale), y[:, local.y0:local.y1, local.x0:local.x1])
-        if tick is not None:
-            tick()
+    for area in areas or [Box(0, height, 0, width)]:
+        for tile in tile_boxes(program, area.height, area.width, tile_px):
+            box = Box(tile.y0 + area.y0, tile.y1 + area.y0, tile.x0 + area.x0, tile.x1 + area.x0)
+            crop = box.grown(pad_in, height, width)
+            y = run_frozen(program, sample[:, crop.y0:crop.y1, crop.x0:crop.x1], stats, device=device,
+                           dtype=dtype, context=context, at=crop)
+            local = box.relative_to(crop).scaled(out_scale)
+            sink(b, box.scaled(out_scale), y[:, local.y0:local.y1, local.x0:local.x1])
+            if tick is not None:
+                tick()
 
 
 def run_fast(program: Program, x: torch.Tensor, sink: Sink, *, tile_px: int, padding_px: int, device, dtype,
@@ -101,8 +106,8 @@ def run_fast(program: Program, x: torch.Tensor, sink: Sink, *, tile_px: int, pad
         del estimate
         if tick is not None:
             tick()
-        _frozen_tiles(program, sample, b, stats, sink, tile_px=tile_px, pad_in=pad_in, device=device, dtype=dtype,
-                      tick=tick)
+        frozen_tiles(program, sample, b, stats, sink, tile_px=tile_px, pad_in=pad_in, device=device, dtype=dtype,
+                     tick=tick)
 
 
 def run_sampled(program: Program, x: torch.Tensor, sink: Sink, *, tile_px: int, padding_px: int, device, dtype,
@@ -117,8 +122,8 @@ def run_sampled(program: Program, x: torch.Tensor, sink: Sink, *, tile_px: int, 
         stats, context = sampled_stats(program, *s.shape[-2:], sample, pad_in,
                                        lambda c, s=s: s[:, c.y0:c.y1, c.x0:c.x1], whole=s, device=device,
                                        dtype=dtype, park_device=park_device, tick=tick)
-        _frozen_tiles(program, s, b, stats, sink, tile_px=tile_px, pad_in=pad_in, device=device, dtype=dtype,
-                      tick=tick, context=context)
+        frozen_tiles(program, s, b, stats, sink, tile_px=tile_px, pad_in=pad_in, device=device, dtype=dtype,
+                     tick=tick, context=context)
 
 
 def steps_per_sample(program: Program, height: int, width: int, tile_px: int, fast: bool,

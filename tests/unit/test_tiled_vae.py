@@ -143,6 +143,25 @@ def test_fast_mode_is_close_and_covers_every_pixel_once():
     assert rel_l2(single.out, whole) < 1e-5
 
 
+def test_frozen_tiles_of_chosen_areas_are_the_whole_runs_tiles_there():
+    """A benchmark decodes only some areas of a canvas: each area is cut into tiles of its own
+    whose padding reaches past it, and a tile is what it is in a run over the whole canvas."""
+    prog = compile_decoder(randomize(Autoencoder()))
+    z = torch.randn(4, 20, 20, generator=torch.Generator().manual_seed(4))
+    exact = recorded_stats(prog, z)
+    runs = []
+    for areas in (None, [Box(0, 10, 0, 10), Box(10, 20, 10, 20)]):
+        sink = Collector(1, prog.out_channels, *prog.out_size(20, 20))
+        tiled_vae.frozen_tiles(prog, z, 0, exact, sink, tile_px=40, pad_in=3, device=torch.device("cpu"),
+                               dtype=torch.float32, areas=areas)
+        runs.append(sink)
+    whole, parts = runs
+    assert (whole.writes == 1).all()
+    written = parts.writes[0] == 1
+    assert written.sum() == 2 * 40 * 40 and not parts.writes[0, :40, 40:].any()
+    # 40 px tiles (10 latent px): the areas are tiles of the whole canvas's grid, so the same tiles
+    assert torch.equal(parts.out[..., written], whole.out[..., written])
+
 def test_local_attention_windows_only_the_attention(monkeypatch):
     """attention_margin_px limits each tile's attention to its window, and the rest of the canvas
     comes in as pooled context; the statistics stay exact. So a window covering the latent gives
