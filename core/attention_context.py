@@ -4,10 +4,17 @@ A VAE's mid-block attention mixes the whole picture into every pixel. A tile run
 mode's tiles and statistics crops, the pixel route's windows) or attending only to a window around
 it (local_attention) misses all of that: with the demo VAE it was most of sampled mode's error, in
 the statistics its crops give and in its tiles. Instead the tile attends to its own keys and to a
-coarse copy of the rest: the whole canvas's keys and values pooled to at most CONTEXT_SIDE tokens
-a side, those outside what the tile already sees, each weighted in the softmax by the area it
-stands for (its log added to the score). That is the whole picture's softmax with its distant
-part coarsened; at full resolution (no pooling) it is exact (tests/unit/test_tiled_vae.py).
+copy of the rest: the whole canvas's keys and values pooled to at most CONTEXT_SIDE tokens a side
+(WINDOW_CONTEXT_SIDE for local_attention's windows), those outside what the tile already sees,
+each weighted in the softmax by the area it stands for (its log added to the score). That is the
+whole picture's softmax with its distant part coarsened; at full resolution (no pooling) it is
+exact (tests/unit/test_tiled_vae.py).
+
+A tile's own keys near where it was cut from the canvas are not the canvas's: the convolutions
+before the attention saw zeros beyond the cut instead of the neighbours (its reach,
+vae_geometry.attention_reach). With SD's VAE (random weights) such keys can draw much of the
+softmax and spoil the whole tile. So that band of the tile's own keys is left out and the context
+stands in for it, as for the rest of the canvas.
 """
 from __future__ import annotations
 
@@ -20,36 +27,60 @@ import torch.nn.functional as F
 
 from .tiling import Box
 
-# The whole canvas's keys and values are pooled to at most this many tokens a side: 4096 tokens,
-# a fraction of a 1024 px tile's own (16 384 at SD's 8x latent) and of its attention's cost.
-CONTEXT_SIDE = 64
+# A lone tile's context (sampled mode, the pixel route) is the canvas's keys and values pooled to
+# at most this many tokens a side: SD's 8x latent of a 2048 px picture whole, the 1024 px copy
+# sampled mode takes of a larger one whole. Coarser tokens cost accuracy where the keys vary
+# within a token's cell: SD1.5's VAE (random weights) with 2x2 latent px a token, 35 dB against
+# exact at 1024 px, 47 dB unpooled (the trained demo VAE: 50 dB either way). The cost: a 1024 px
+# tile attends to 23 000 keys of its own and up to 65 536 of the context.
+CONTEXT_SIDE = 256
+# Exact mode's local_attention windows see their neighbours at full resolution already; the rest
+# of the canvas, this coarse, keeps their attention linear in the area.
+WINDOW_CONTEXT_SIDE = 64
 
 
-def pooled_size(height: int, width: int) -> tuple[int, int]:
-    """The size a map of height x width is pooled to as context."""
-    return min(height, CONTEXT_SIDE), min(width, CONTEXT_SIDE)
+def pooled_size(height: int, width: int, side: int | None = None) -> tuple[int, int]:
+    """The size a map of height x width is pooled to as context of at most `side` tokens a side
+    (default CONTEXT_SIDE)."""
+    side = side or CONTEXT_SIDE
+    return min(height, side), min(width, side)
 
 
 @dataclass
 class ContextTokens:
     """One attention pass's context: pooled keys and values (n, C), their centres (2, n) on the
-    pass's grid, and the log of the area each stands for."""
+    pass's grid, the log of the area each stands for and the size of its cell (height, width)."""
 
     keys: torch.Tensor
     values: torch.Tensor
     centres: torch.Tensor
     log_area: float
+    cell: tuple[float, float] = (1.0, 1.0)
 
     @staticmethod
-    def pooled(keys: torch.Tensor, values: torch.Tensor, height: float, width: float) -> "ContextTokens":
+    def pooled(keys: torch.Tensor, values: torch.Tensor, height: float, width: float,
+               side: int | None = None) -> "ContextTokens":
         """The context of key and value maps (C, h, w) covering a canvas of height x width on the
-        pass's grid (the maps may be coarser: a shrunk copy's), pooled to CONTEXT_SIDE a side."""
-        side = pooled_size(*keys.shape[1:])
+        pass's grid (the maps may be coarser: a shrunk copy's), pooled to `side` tokens a side
+        (default CONTEXT_SIDE)."""
+        side = pooled_size(*keys.shape[1:], side)
         k, v = (F.adaptive_avg_pool2d(t.unsqueeze(0), side).squeeze(0).flatten(1).t() for t in (keys, values))
         cy = (torch.arange(side[0], device=keys.device) + 0.5) * (height / side[0])
         cx = (torch.arange(side[1], device=keys.device) + 0.5) * (width / side[1])
         centres = torch.stack(torch.meshgrid(cy, cx, indexing="ij")).flatten(1)
-        return ContextTokens(k, v, centres, math.log(height * width / (side[0] * side[1])))
+        cell = (height / side[0], width / side[1])
+        return ContextTokens(k, v, centres, math.log(cell[0] * cell[1]), cell)
+
+    def cells_within(self, box: Box) -> Box:
+        """The largest box inside `box` whose edges lie on the cells' edges: a cell cut by the box's
+        edge stays the context's, so no part of the canvas is counted twice or left out."""
+        def span(lo: int, hi: int, size: float) -> tuple[int, int]:
+            a = math.ceil(math.ceil(lo / size - 1e-6) * size - 1e-6)
+            b = math.floor(math.floor(hi / size + 1e-6) * size + 1e-6)
+            return (a, max(a, b))
+
+        (y0, y1), (x0, x1) = span(box.y0, box.y1, self.cell[0]), span(box.x0, box.x1, self.cell[1])
+        return Box(y0, y1, x0, x1)
 
     def beside(self, seen: Box, keys: torch.Tensor, values: torch.Tensor):
         """(keys, values, score bias) for an attention that sees `seen` (a box on the pass's grid)
@@ -65,6 +96,12 @@ class ContextTokens:
         return torch.cat([keys, k.unsqueeze(0)], 1), torch.cat([values, v.unsqueeze(0)], 1), bias
 
 
+def window_context(keys: torch.Tensor, values: torch.Tensor) -> ContextTokens:
+    """What local_attention's windows see of the rest of the canvas: its whole key and value maps
+    (C, h, w) pooled to WINDOW_CONTEXT_SIDE a side."""
+    return ContextTokens.pooled(keys, values, *keys.shape[1:], WINDOW_CONTEXT_SIDE)
+
+
 @dataclass
 class AttentionContext:
     """The whole canvas's context at each attention pass of a program, filled pass by pass as the
@@ -73,6 +110,9 @@ class AttentionContext:
     canvas: tuple[int, int]  # the input's height and width, on the input grid
     scales: dict[int, Fraction]  # attention pass index -> its input's scale relative to the input
     tokens: dict[int, ContextTokens] = field(default_factory=dict)
+    # attention pass index -> how far in from a crop's cut edge its input is not the canvas's, on
+    # the pass's grid (vae_geometry.attention_reach)
+    reach: dict[int, int] = field(default_factory=dict)
 
     def add(self, index: int, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Pass `index`'s context from the whole canvas's key and value maps (C, h, w), at any
@@ -92,9 +132,23 @@ class CropContext:
     crop: Box
 
     def extend(self, index: int, keys: torch.Tensor, values: torch.Tensor):
-        """ContextTokens.beside for the crop's attention at pass `index` (unchanged where the
-        context has none)."""
+        """ContextTokens.beside for the crop's attention at pass `index`, given the crop's key and
+        value maps (C, h, w): its own keys and values (1, n, C) less the band along its cut edges
+        that the pass's reach spoils, then the context's tokens for the rest of the canvas (its
+        own whole, and no bias, where the context has none)."""
+        def flat(t: torch.Tensor) -> torch.Tensor:
+            return t.flatten(1).t().unsqueeze(0)
+
         tokens = self.context.tokens.get(index)
         if tokens is None:
-            return keys, values, None
-        return tokens.beside(self.crop.scaled(self.context.scales[index]), keys, values)
+            return flat(keys), flat(values), None
+        scale = self.context.scales[index]
+        at = self.crop.scaled(scale)
+        height, width = (int(n * scale) for n in self.context.canvas)
+        reach = self.context.reach.get(index, 0)
+        y0, y1, x0, x1 = at  # cut edges move in by the reach; the canvas's own edges stay
+        trusted = tokens.cells_within(Box(y0 + reach * (y0 > 0), y1 - reach * (y1 < height),
+                                          x0 + reach * (x0 > 0), x1 - reach * (x1 < width)))
+        local = trusted.relative_to(at)
+        own_keys, own_values = (flat(t[:, local.y0:local.y1, local.x0:local.x1]) for t in (keys, values))
+        return tokens.beside(trusted, own_keys, own_values)

@@ -11,15 +11,17 @@ context every crop and later tile attends to (attention_context).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Sequence
 
 import torch
 
-from .attention_context import AttentionContext
+from .attention_context import AttentionContext, pooled_size
 from .tiling import Box
-from .vae_geometry import buffer_scales, input_granularity, padding_in, parked_bytes, pass_ticks, shrunk, shrunk_size
+from .vae_geometry import (attention_reach, buffer_scales, input_granularity, padding_in, parked_bytes, pass_ticks,
+                           shrunk, shrunk_size)
 from .vae_program import AttentionPass, Program
 from .vae_runner import GroupStats, Parked, Runner, Tick, channel_sums, moment_stats
 
@@ -240,7 +242,7 @@ def attention_context(program: Program, height: int, width: int) -> AttentionCon
     attention)."""
     scale_of = buffer_scales(program)
     scales = {i: scale_of[p.src] for i, p in enumerate(program.passes) if isinstance(p, AttentionPass)}
-    return AttentionContext((height, width), scales) if scales else None
+    return AttentionContext((height, width), scales, reach=attention_reach(program)) if scales else None
 
 
 def sampled_ticks(program: Program, height: int, width: int, sample: Sample, pad_in: int, guided: bool) -> int:
@@ -262,3 +264,13 @@ def sample_parked_bytes(program: Program, height: int, width: int, sample: Sampl
     if _takes_guide(sample, inner, height, width):
         total += parked_bytes(program, *shrunk_size(height, width, program, sample.guide_px), dtype)
     return total
+
+
+def context_bytes(program: Program, height: int, width: int, dtype: torch.dtype) -> int:
+    """At most what the attention context of an input of height x width takes: every attention
+    pass's pooled keys and values, twice (a crop's attention joins a copy to its own)."""
+    scale_of = buffer_scales(program)
+    tokens = {i: math.prod(pooled_size(int(height * scale_of[p.src]), int(width * scale_of[p.src])))
+              for i, p in enumerate(program.passes) if isinstance(p, AttentionPass)}
+    return sum(2 * n * (program.passes[i].k.out_channels + program.passes[i].v.out_channels)
+               for i, n in tokens.items()) * (torch.finfo(dtype).bits // 8)

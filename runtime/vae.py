@@ -89,9 +89,11 @@ def park_device(program: Program, height: int, width: int, vae, tile: int, dtype
 
 def sample_park_device(program: Program, height: int, width: int, vae, padding: int,
                        dtype: torch.dtype) -> torch.device:
-    """Where sampled mode keeps its sample's activations while it estimates the statistics."""
+    """Where sampled mode keeps its sample's activations while it estimates the statistics (beside
+    the attention context, which stays on the device)."""
     return _park_where(vae, lambda: vae_sampled_stats.sample_parked_bytes(program, height, width, SAMPLE, padding,
-                                                                          dtype))
+                                                                          dtype)
+                       + vae_sampled_stats.context_bytes(program, height, width, dtype))
 
 
 def exact_parks_on_device(vae, height_px: int, width_px: int, which: str) -> bool:

@@ -151,19 +151,19 @@ def test_sampled_mode_is_close_to_exact(node, tiny_vae, monkeypatch):
 
 def test_local_attention_keeps_exact_statistics_and_windows_attention(node, tiny_vae, monkeypatch):
     """local_attention runs the exact program with each tile attending to itself and `padding` px
-    around it, and to the rest of the latent pooled to CONTEXT_SIDE tokens a side: a window
+    around it, and to the rest of the latent pooled to WINDOW_CONTEXT_SIDE tokens a side: a window
     covering the picture is the exact result, and so is a small one while the rest comes in at
-    full resolution (CONTEXT_SIDE as large as the latent); pooled, the small one changes it."""
+    full resolution (WINDOW_CONTEXT_SIDE as large as the latent); pooled, the small one changes it."""
     from expanse.core import attention_context
 
     samples = latent(height=72, width=64)
     exact = decode(node, tiny_vae, samples, tile_size=128)
     covering = decode(node, tiny_vae, samples, tile_size=128, mode="local_attention", padding=576)
     assert rel_l2(covering, exact) < 1e-5
-    monkeypatch.setattr(attention_context, "CONTEXT_SIDE", 72)
+    monkeypatch.setattr(attention_context, "WINDOW_CONTEXT_SIDE", 72)
     windowed = decode(node, tiny_vae, samples, tile_size=128, mode="local_attention", padding=32)
     assert windowed.shape == exact.shape and rel_l2(windowed, exact) < 1e-5
-    monkeypatch.setattr(attention_context, "CONTEXT_SIDE", 2)
+    monkeypatch.setattr(attention_context, "WINDOW_CONTEXT_SIDE", 2)
     windowed = decode(node, tiny_vae, samples, tile_size=128, mode="local_attention", padding=32)
     assert windowed.shape == exact.shape and rel_l2(windowed, exact) > 1e-3
     pixels = image(576, 512)
