@@ -83,9 +83,10 @@ def main() -> None:
             notes=["picture: a drawn landscape (demo/scenes.py), its exact encode decoded; demo = the demo model's "
                    "VAE (trained); sd15 = SD1.5 architecture, seeded random weights",
                    f"each {TILE_PX} px tile decoded alone from its padded crop with exact mode's statistics and the "
-                   "whole canvas's attention context (pooled to 64x64 tokens), as fast and sampled modes run "
-                   "tiles: what differs from exact mode is only what a tile sees, its padding at full resolution "
-                   "and the rest of the canvas through the pooled context",
+                   "whole canvas's attention context (unpooled at this size since 11fc1a3, which also has the "
+                   "context stand in for a crop's own keys along its cut edges; demo rows measured before it, "
+                   "pooled to 64x64 tokens), as fast and sampled modes run tiles: what differs from exact mode "
+                   "is only what a tile sees, its padding at full resolution and the rest through the context",
                    "psnr_db against exact mode, RGB in 0..1; tile_area_share: the padded crops' area over the "
                    "canvas's (the tiles' extra work); seconds: the tiles' decode, on a machine shared with other "
                    "work"])
