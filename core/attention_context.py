@@ -39,6 +39,13 @@ CONTEXT_SIDE = 256
 WINDOW_CONTEXT_SIDE = 64
 
 
+def as_tokens(t: torch.Tensor, area: Box | None = None) -> torch.Tensor:
+    """A map (C, h, w), or its part `area`, as attention tokens (1, n, C)."""
+    if area is not None:
+        t = t[:, area.y0:area.y1, area.x0:area.x1]
+    return t.flatten(1).t().unsqueeze(0)
+
+
 def pooled_size(height: int, width: int, side: int | None = None) -> tuple[int, int]:
     """The size a map of height x width is pooled to as context of at most `side` tokens a side
     (default CONTEXT_SIDE)."""
@@ -136,12 +143,9 @@ class CropContext:
         value maps (C, h, w): its own keys and values (1, n, C) less the band along its cut edges
         that the pass's reach spoils, then the context's tokens for the rest of the canvas (its
         own whole, and no bias, where the context has none)."""
-        def flat(t: torch.Tensor) -> torch.Tensor:
-            return t.flatten(1).t().unsqueeze(0)
-
         tokens = self.context.tokens.get(index)
         if tokens is None:
-            return flat(keys), flat(values), None
+            return as_tokens(keys), as_tokens(values), None
         scale = self.context.scales[index]
         at = self.crop.scaled(scale)
         height, width = (int(n * scale) for n in self.context.canvas)
@@ -150,5 +154,4 @@ class CropContext:
         trusted = tokens.cells_within(Box(y0 + reach * (y0 > 0), y1 - reach * (y1 < height),
                                           x0 + reach * (x0 > 0), x1 - reach * (x1 < width)))
         local = trusted.relative_to(at)
-        own_keys, own_values = (flat(t[:, local.y0:local.y1, local.x0:local.x1]) for t in (keys, values))
-        return tokens.beside(trusted, own_keys, own_values)
+        return tokens.beside(trusted, as_tokens(keys, local), as_tokens(values, local))

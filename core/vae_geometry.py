@@ -188,4 +188,3 @@ def attention_reach(program: Program) -> dict[int, int]:
         spread = math.ceil((reach[p.src] * (2 if p.upsample else 1) + halo) / p.conv.stride)
         reach[p.dst] = max(spread, reach[p.residual] if p.residual is not None else 0)
     return out
-

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .attention_context import CropContext, pooled_size, window_context
+from .attention_context import CropContext, as_tokens, pooled_size, window_context
 from .tiling import Box, grid
 from .vae_geometry import axis_window, out_size, pass_tile
 from .vae_program import AttentionPass, Conv, ConvPass, Norm, Pass, Program
@@ -236,21 +236,17 @@ class Runner:
             if self.tick is not None:
                 self.tick()
         dst = None if sink else Parked.empty(p.out_channels, height, width, device=self.park_device, dtype=self.dtype)
-        whole = Box(0, height, 0, width)
         margin = None if self.attention_margin_px is None else pass_tile(self.program, index,
                                                                          self.attention_margin_px)
-
-        def flat(t: torch.Tensor, area: Box) -> torch.Tensor:
-            return t[:, area.y0:area.y1, area.x0:area.x1].flatten(1).t().unsqueeze(0)
         if margin is None:  # global attention (exact): its cost grows with the square of the area
             k_seen, v_seen, bias = (context.extend(index, keys, values) if context is not None
-                                    else (flat(keys, whole), flat(values, whole), None))
+                                    else (as_tokens(keys), as_tokens(values), None))
         else:  # a window keeps it linear, and sees the rest of the canvas as context, as a lone tile does
             outside = window_context(keys, values)
         for box in boxes:
             if margin is not None:
                 seen = box.grown(margin, height, width)
-                k_seen, v_seen, bias = outside.beside(seen, flat(keys, seen), flat(values, seen))
+                k_seen, v_seen, bias = outside.beside(seen, as_tokens(keys, seen), as_tokens(values, seen))
             chunk = max(1, _ATTENTION_CHUNK_ELEMENTS // k_seen.shape[1])
             x = self._load(src.data[:, box.y0:box.y1, box.x0:box.x1])
             queries = q(torch.addcmul(shift, x, scale))

@@ -270,7 +270,6 @@ def context_bytes(program: Program, height: int, width: int, dtype: torch.dtype)
     """At most what the attention context of an input of height x width takes: every attention
     pass's pooled keys and values, twice (a crop's attention joins a copy to its own)."""
     scale_of = buffer_scales(program)
-    tokens = {i: math.prod(pooled_size(int(height * scale_of[p.src]), int(width * scale_of[p.src])))
-              for i, p in enumerate(program.passes) if isinstance(p, AttentionPass)}
-    return sum(2 * n * (program.passes[i].k.out_channels + program.passes[i].v.out_channels)
-               for i, n in tokens.items()) * (torch.finfo(dtype).bits // 8)
+    return sum(2 * math.prod(pooled_size(int(height * scale_of[p.src]), int(width * scale_of[p.src])))
+               * (p.k.out_channels + p.v.out_channels)
+               for p in program.passes if isinstance(p, AttentionPass)) * (torch.finfo(dtype).bits // 8)
