@@ -15,6 +15,7 @@ output tiles (a corner and the centre) instead of the whole picture.
     python bench/vae_stats_bench.py                       # demo and sd15, 2048 px
     python bench/vae_stats_bench.py --vaes demo --size 1024
     python bench/vae_stats_bench.py --vaes sd15 --which decode --only sampled --tmp DIR   # one row again
+    python bench/vae_stats_bench.py --vaes sd15 --which decode --lattices 4 --tmp DIR    # one sweep row again
 """
 from __future__ import annotations
 
@@ -97,9 +98,11 @@ def psnr(a, ref, which: str) -> float:
     return round(10 * math.log10(peak ** 2 / mse), 2) if mse > 0 else float("inf")
 
 
-def sweep(vae_name: str, which: str, size: int, tmp: str, limit_gib: float, subset: bool) -> None:
+def sweep(vae_name: str, which: str, size: int, tmp: str, limit_gib: float, subset: bool,
+          lattices: list[int] | None = None) -> None:
     """Sampled statistics of every lattice in SWEEP, each measured on exact mode's geometry and on
-    sampled mode's tiles, and exact statistics on sampled mode's tiles; one JSON row per line."""
+    sampled mode's tiles, and exact statistics on sampled mode's tiles; one JSON row per line.
+    lattices: only these (crops per side), guided, and no rows of exact statistics."""
     import numpy as np
 
     _, vae = _setup(vae_name, limit_gib)
@@ -161,18 +164,19 @@ def sweep(vae_name: str, which: str, size: int, tmp: str, limit_gib: float, subs
                               for a in (b.scaled(scale) for b in boxes)], axis=1)
         return psnr(ours, ref, which)
 
-    exact_stats: dict = {}
-    Runner(program, device=cpu, dtype=f32, park_device=cpu, tile_px=256, record=exact_stats).run(x, lambda *a: None)
-    print(json.dumps({"method": "exact statistics, sampled tiles, blind (before the context)",
-                      "psnr_padding_only_db": score(padded_tiles(exact_stats))}), flush=True)
-    # The whole canvas's attention context, as sampled mode builds it where it takes the whole canvas.
-    whole = Box(0, height, 0, width)
-    context = vs.attention_context(program, height, width)
-    vs.estimate_stats(program, [x], [whole], device=cpu, dtype=f32, context=context, crop_boxes=[whole])
-    print(json.dumps({"method": "exact statistics, sampled tiles",
-                      "psnr_padding_only_db": score(padded_tiles(exact_stats, context))}), flush=True)
-    for per_side, crop_px in SWEEP:
-        for guided in (False, True):
+    if lattices is None:
+        exact_stats: dict = {}
+        Runner(program, device=cpu, dtype=f32, park_device=cpu, tile_px=256, record=exact_stats).run(x, lambda *a: None)
+        print(json.dumps({"method": "exact statistics, sampled tiles, blind (before the context)",
+                          "psnr_padding_only_db": score(padded_tiles(exact_stats))}), flush=True)
+        # The whole canvas's attention context, as sampled mode builds it where it takes the whole canvas.
+        whole = Box(0, height, 0, width)
+        context = vs.attention_context(program, height, width)
+        vs.estimate_stats(program, [x], [whole], device=cpu, dtype=f32, context=context, crop_boxes=[whole])
+        print(json.dumps({"method": "exact statistics, sampled tiles",
+                          "psnr_padding_only_db": score(padded_tiles(exact_stats, context))}), flush=True)
+    for per_side, crop_px in SWEEP if lattices is None else [(n, 256) for n in lattices]:
+        for guided in (False, True) if lattices is None else (True,):
             # The estimator itself, never sampled mode's fallback to the whole canvas where the
             # sample would cover it: lattices up to 4x4 stay under the canvas's area at 2048 px.
             sample = vs.Sample(per_side=per_side, crop_px=crop_px, border_px=rv.SAMPLE.border_px,
@@ -185,7 +189,8 @@ def sweep(vae_name: str, which: str, size: int, tmp: str, limit_gib: float, subs
             start = time.perf_counter()
             stats = vs.estimate_stats(program, [x[:, c.y0:c.y1, c.x0:c.x1] for c in crops],
                                       [b.relative_to(c) for b, c in zip(inner, crops)], weights=weights,
-                                      guide=guide, device=cpu, dtype=f32, context=context, crop_boxes=crops)
+                                      guide=guide, device=cpu, dtype=f32, context=context, crop_boxes=crops,
+                                      whole=x if guided else None, pass_tile_px=256)
             seconds = time.perf_counter() - start
             row = {"method": "sampled, guided (sweep)" if guided else "sampled, crops alone (sweep)",
                    "sample": f"{per_side}x{per_side} x {crop_px} px", "seconds": f"{seconds:.1f} (estimate)"}
@@ -213,6 +218,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=["exact", "sampled", "fast"],
                         help="only these full runs, no sweep; their rows are replaced where they stand and every "
                              "other row is kept (the exact run an earlier run left in --tmp is the reference)")
+    parser.add_argument("--lattices", nargs="+", type=int, metavar="N",
+                        help="the sweep for these lattices only (N x N crops), guided, without the rows of exact "
+                             "statistics; their rows are replaced and every other row is kept")
     parser.add_argument("--worker", nargs=4, metavar=("VAE", "WHICH", "METHOD", "TMP"))
     parser.add_argument("--sweep", nargs=4, metavar=("VAE", "WHICH", "SUBSET", "TMP"))
     args = parser.parse_args()
@@ -221,7 +229,7 @@ def main() -> None:
         return
     if args.sweep:
         vae_name, which, subset, tmp = args.sweep
-        sweep(vae_name, which, args.size, tmp, args.memory_limit_gib, subset == "subset")
+        sweep(vae_name, which, args.size, tmp, args.memory_limit_gib, subset == "subset", args.lattices)
         return
 
     import numpy as np
@@ -234,7 +242,11 @@ def main() -> None:
     path = common.RESULTS / "vae_stats.json"
     kept = json.loads(path.read_text())["rows"] if path.exists() else []
     rows = [r for r in kept if r["vae"] not in args.vaes or r["which"] not in args.which
-            or (args.sweep_only and not _sweep_row(r))]
+            or (args.sweep_only and not _sweep_row(r))
+            or (args.lattices and (r["method"] != "sampled, guided (sweep)"
+                                   or r["sample"] not in [f"{n}x{n} x 256 px" for n in args.lattices]))]
+    if args.lattices:
+        args.sweep_only = True
     if args.sweep_only and not args.tmp:
         parser.error("--sweep-only reads the arrays an earlier run left in --tmp")
     if args.only:
@@ -298,9 +310,10 @@ def main() -> None:
                 import subprocess
                 import sys
 
+                lattices = ["--lattices", *map(str, args.lattices)] if args.lattices else []
                 proc = subprocess.Popen([sys.executable, str(script), "--sweep", vae_name, which, subset, tmp,
-                                         "--size", str(args.size), "--memory-limit-gib", str(args.memory_limit_gib)],
-                                        stdout=subprocess.PIPE, text=True)
+                                         "--size", str(args.size), "--memory-limit-gib", str(args.memory_limit_gib),
+                                         *lattices], stdout=subprocess.PIPE, text=True)
                 for line in proc.stdout:
                     if line.startswith("{"):
                         rows.append({"vae": vae_name, "which": which, "status": "ok", **json.loads(line)})

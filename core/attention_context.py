@@ -53,6 +53,40 @@ def pooled_size(height: int, width: int, side: int | None = None) -> tuple[int, 
     return min(height, side), min(width, side)
 
 
+class CellPool:
+    """A map (C, height, width) averaged over the cells of a context's tokens (pooled_size, at most
+    `side` a side), added a tile at a time: the map of a canvas too large to hold whole. Row r lies in cell
+    r * cells // height, so the cells' edges are ContextTokens.pooled's."""
+
+    def __init__(self, channels: int, height: int, width: int, *, side: int | None = None, device=None):
+        self.size = (height, width)
+        self.cells = pooled_size(height, width, side)
+        self.sums = torch.zeros(channels, *self.cells, device=device)
+        self.counts = torch.zeros(self.cells, device=device)
+
+    def _members(self, lo: int, hi: int, axis: int) -> tuple[int, torch.Tensor]:
+        """The first cell rows [lo, hi) of an axis fall in, and which of the cells from it each
+        one is in, one-hot (cells, rows)."""
+        cell = torch.arange(lo, hi, device=self.sums.device) * self.cells[axis] // self.size[axis]
+        first = int(cell[0])
+        return first, F.one_hot(cell - first, int(cell[-1]) - first + 1).t().float()
+
+    def add(self, tile: torch.Tensor, at: Box) -> None:
+        """The map's part `at` (a box on its grid), (C, at.height, at.width)."""
+        y, rows = self._members(at.y0, at.y1, 0)
+        x, cols = self._members(at.x0, at.x1, 1)
+        ny, nx = rows.shape[0], cols.shape[0]
+        self.sums[:, y:y + ny, x:x + nx] += torch.einsum("yh,chw,xw->cyx", rows, tile.float().to(self.sums.device),
+                                                         cols)
+        self.counts[y:y + ny, x:x + nx] += rows.sum(1)[:, None] * cols.sum(1)[None]
+
+    def mean(self) -> torch.Tensor:
+        """The pooled map (C, cells); every cell must have been covered."""
+        if not (self.counts > 0).all():
+            raise ValueError("CellPool: part of the map was never added")
+        return self.sums / self.counts
+
+
 @dataclass
 class ContextTokens:
     """One attention pass's context: pooled keys and values (n, C), their centres (2, n) on the

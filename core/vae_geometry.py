@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .tiling import Box, grid, grid_count
-from .vae_program import AttentionPass, Conv, ConvPass, Program
+from .vae_program import AttentionPass, Conv, ConvPass, Pass, Program
 
 
 def axis_window(o0: int, o1: int, length: int, upsample: bool, stride: int, kernel: int,
@@ -50,19 +50,31 @@ def pass_tile(program: Program, index: int, tile_px: int | None) -> int:
     return max(1, math.ceil(tile_px * program.scales[index] / program.pixel_scale))
 
 
+def _linear_macs(p: Pass, px: float) -> float:
+    """A pass's multiply-adds over px output pixels, but for global attention's scores."""
+    if isinstance(p, ConvPass):
+        return px * p.conv.kernel ** 2 * p.conv.in_channels * p.conv.out_channels
+    return 4 * px * p.out_channels * p.out_channels  # q, k, v and the projection
+
+
 def global_attention_share(program: Program, height: int, width: int) -> float:
     """The share of the program's multiply-adds spent in global attention (scores and weighted
     sums) for an input of height x width: exact mode's one cost growing with the square of the area."""
     linear = quadratic = 0.0
     for index, p in enumerate(program.passes):
         px = float(program.scales[index]) ** 2 * height * width
-        if isinstance(p, ConvPass):
-            linear += px * p.conv.kernel ** 2 * p.conv.in_channels * p.conv.out_channels
-        else:
-            channels = p.out_channels
-            linear += 4 * px * channels * channels  # q, k, v and the projection
-            quadratic += 2 * px * px * channels
+        linear += _linear_macs(p, px)
+        if isinstance(p, AttentionPass):
+            quadratic += 2 * px * px * p.out_channels
     return quadratic / (linear + quadratic)
+
+
+def prefix_share(program: Program, index: int) -> float:
+    """The share of the program's multiply-adds (global attention's scores aside) spent in the
+    passes before pass `index`: small for a decoder's mid-block attention, which follows its first
+    convolutions at the latent's resolution, nearly all for an encoder's, which follows the rest."""
+    work = [_linear_macs(p, float(program.scales[i]) ** 2) for i, p in enumerate(program.passes)]
+    return sum(work[:index]) / sum(work)
 
 
 def pass_ticks(program: Program, height: int, width: int, tile_px: int | None, passes: int | None = None) -> int:
@@ -113,14 +125,15 @@ def tile_working_bytes(program: Program, tile_px: int, dtype: torch.dtype) -> in
     return int(_tile_bytes_per_px(program, dtype) * tile_px * tile_px)
 
 
-def parked_bytes(program: Program, height: int, width: int, dtype: torch.dtype) -> int:
+def parked_bytes(program: Program, height: int, width: int, dtype: torch.dtype, passes: int | None = None) -> int:
     """The most memory exact mode's parked full-resolution activations take at once for one sample
-    of height x width (the program's input grid), input included."""
+    of height x width (the program's input grid), input included; for the first `passes` passes
+    only, where given."""
     itemsize = torch.finfo(dtype).bits // 8
     shapes = {program.input: (program.in_channels, height, width)}
     live = peak = program.in_channels * height * width
     last = len(program.passes) - 1
-    for index, p in enumerate(program.passes):
+    for index, p in enumerate(program.passes[:passes]):
         _, h, w = shapes[p.src]
         if isinstance(p, ConvPass):
             h, w = out_size(p, h, w)

@@ -6,8 +6,10 @@ lockstep, and every GroupNorm's statistics are pooled over the inner parts (padd
 all crops (estimate_stats). A shrunken copy of the whole input runs beside them as a control
 variate: the statistics are the copy's, corrected by how the crops differ from the copy at their
 places, so the layout comes from the copy and the full-resolution detail from the crops. The
-copy's keys and values (or the whole canvas's, where that is the sample) also fill the attention
-context every crop and later tile attends to (attention_context).
+attention context every crop and later tile attends to (attention_context) comes from the whole
+input at full resolution where the passes before the attention are cheap (a decoder's: run tile by
+tile with the statistics estimated so far, full_context_input), else from the copy's keys and
+values (the whole canvas's, where that is the sample).
 """
 from __future__ import annotations
 
@@ -18,10 +20,10 @@ from typing import Callable, Sequence
 
 import torch
 
-from .attention_context import AttentionContext, pooled_size
+from .attention_context import AttentionContext, CellPool, pooled_size
 from .tiling import Box
 from .vae_geometry import (attention_reach, buffer_scales, input_granularity, padding_in, parked_bytes, pass_ticks,
-                           shrunk, shrunk_size)
+                           prefix_share, shrunk, shrunk_size, tile_boxes)
 from .vae_program import AttentionPass, Program
 from .vae_runner import GroupStats, Parked, Runner, Tick, channel_sums, moment_stats
 
@@ -155,10 +157,66 @@ def _pooled_moments(buffers: Sequence[dict[str, Parked]], name: str, boxes: Sequ
     return sums / pixels, sumsq / pixels
 
 
+# Where the passes before an attention cost at most this share of the whole program (prefix_share:
+# a decoder's mid-block attention, 5% of SD's decoder), its context comes from the whole input at
+# full resolution, not from the guide's shrunk copy: with SD1.5's VAE (random weights) the copy's
+# keys left a 2048 px decode at 30 dB against exact.
+FULL_CONTEXT_MAX_SHARE = 0.1
+# The tiles (pixel side) the whole input runs in to such an attention, each with the reach of the
+# passes before it; inside them the passes run in the sample's tiles (Sample.pass_tile_px). SD's
+# decoder holds about 0.1 GB of activations for one.
+FULL_CONTEXT_TILE_PX = 1024
+
+
+def full_context_passes(program: Program) -> list[int]:
+    """The attention passes whose context sampled mode takes from the whole input at full resolution."""
+    return [i for i, p in enumerate(program.passes)
+            if isinstance(p, AttentionPass) and prefix_share(program, i) <= FULL_CONTEXT_MAX_SHARE]
+
+
+def _full_context_crops(program: Program, index: int, height: int, width: int) -> list[tuple[Box, Box]]:
+    """(tile, crop) over an input of height x width: the tiles partition it, and each crop is its
+    tile grown by the reach of attention pass `index` (attention_reach), so the pass's input over
+    the tile is the whole canvas's."""
+    g = input_granularity(program)
+    scale = buffer_scales(program)[program.passes[index].src]
+    halo = math.ceil(attention_reach(program)[index] / scale / g) * g
+    return [(box, box.grown(halo, height, width))
+            for box in tile_boxes(program, height, width, FULL_CONTEXT_TILE_PX)]
+
+
+def full_context_input(program: Program, index: int, whole: torch.Tensor, stats: GroupStats,
+                       context: AttentionContext, runner: Runner) -> torch.Tensor:
+    """Attention pass `index`'s input over the whole input `whole` (C, H, W) at full resolution,
+    pooled to its context's size: the passes before it run crop by crop (_full_context_crops) with
+    runner (its statistics, estimated so far) and only each crop's tile is kept, so memory is a crop's
+    activations and the pooled map. Pooling the input pools the keys and values: the GroupNorm and
+    the key and value convolutions are affine."""
+    p = program.passes[index]
+    scale = buffer_scales(program)[p.src]
+    height, width = whole.shape[-2:]
+    pool = None
+    for box, crop in _full_context_crops(program, index, height, width):
+        parked = {program.input: Parked(whole[:, crop.y0:crop.y1, crop.x0:crop.x1].to(runner.park_device), None, None)}
+        seen = context.of_crop(crop)  # attention passes before this one attend to the canvas through it
+        for i, q in enumerate(program.passes[:index]):
+            dst = runner.run_pass(i, q, parked, context=seen)
+            for name in program.last_reads[i]:
+                del parked[name]
+            parked[q.dst] = dst
+        x = parked[p.src].data
+        if pool is None:
+            pool = CellPool(x.shape[0], int(height * scale), int(width * scale), device=runner.device)
+        inner = box.relative_to(crop).scaled(scale)
+        pool.add(x[:, inner.y0:inner.y1, inner.x0:inner.x1], box.scaled(scale))
+    return pool.mean()
+
+
 def estimate_stats(program: Program, crops: Sequence[torch.Tensor], inner: Sequence[Box], *, device, dtype,
                    weights: Sequence[float] | None = None, guide: Guide | None = None, park_device=None,
                    tick: Tick | None = None, context: AttentionContext | None = None,
-                   crop_boxes: Sequence[Box] | None = None, pass_tile_px: int | None = None) -> GroupStats:
+                   crop_boxes: Sequence[Box] | None = None, pass_tile_px: int | None = None,
+                   whole: torch.Tensor | None = None) -> GroupStats:
     """Every GroupNorm's statistics pooled over the inner parts of full-resolution crops.
 
     crops: input crops (C, h, w), each with context around its inner box; inner: each crop's inner
@@ -170,7 +228,11 @@ def estimate_stats(program: Program, crops: Sequence[torch.Tensor], inner: Seque
     mean shifted by the crops' difference from the copy's same boxes and the variance scaled by
     their ratio. Memory: the crops' and the guide's activations (exact mode's parked activations
     for a picture of their total area), on park_device (default: the compute device), and the
-    working set of a tile of pass_tile_px (Sample.pass_tile_px)."""
+    working set of a tile of pass_tile_px (Sample.pass_tile_px).
+
+    context: filled at every attention pass from the guide's keys and values (the one crop's, where
+    it is the whole input); from the whole input itself at full resolution, where `whole` is given
+    and the passes before the attention are cheap (full_context_passes)."""
     if len(crops) != len(inner) or not crops:
         raise ValueError("estimate_stats needs one inner box per crop, and at least one crop")
     stats: GroupStats = {}
@@ -198,9 +260,8 @@ def estimate_stats(program: Program, crops: Sequence[torch.Tensor], inner: Seque
             scale, groups = scale_of[p.src], p.norm.groups
             mean, var = moment_stats(*_pooled_moments(buffers, p.src, inner, weights, scale), groups)
             if guide is not None:
-                whole = guide.input.shape[-2:]
-                guide_stats[index] = moment_stats(
-                    *_pooled_moments([guide_parked], p.src, [Box(0, whole[0], 0, whole[1])], [1.0], scale), groups)
+                copy = Box(0, guide.input.shape[-2], 0, guide.input.shape[-1])
+                guide_stats[index] = moment_stats(*_pooled_moments([guide_parked], p.src, [copy], [1.0], scale), groups)
                 there_mean, there_var = moment_stats(  # the copy at the crops' places, weighted as they are
                     *_pooled_moments([guide_parked] * len(inner), p.src, guide.boxes, weights, scale), groups)
                 guide_mean, guide_var = guide_stats[index]
@@ -210,8 +271,11 @@ def estimate_stats(program: Program, crops: Sequence[torch.Tensor], inner: Seque
         if index == last:
             break
         if context is not None and isinstance(p, AttentionPass):
-            whole = (guide_parked if guide is not None else buffers[0])[p.src].data
-            context.add(index, *runner.key_value_maps(index, p, whole, stats[index]))
+            if guide is not None and whole is not None and index in full_context_passes(program):
+                seen = full_context_input(program, index, whole, stats, context, runner)
+            else:
+                seen = (guide_parked if guide is not None else buffers[0])[p.src].data
+            context.add(index, *runner.key_value_maps(index, p, seen, stats[index]))
         for (run, parked), crop_context in zip(runs, crop_contexts):
             dst = run.run_pass(index, p, parked, context=crop_context)
             for name in program.last_reads[index]:
@@ -233,7 +297,8 @@ def sampled_stats(program: Program, height: int, width: int, sample: Sample, pad
         context = attention_context(program, height, width)
     stats = estimate_stats(program, [crop_of(c) for c in crops], [box.relative_to(c) for box, c in zip(inner, crops)],
                            weights=weights, guide=guide, device=device, dtype=dtype, park_device=park_device,
-                           tick=tick, context=context, crop_boxes=crops, pass_tile_px=sample.pass_tile_px)
+                           tick=tick, context=context, crop_boxes=crops, pass_tile_px=sample.pass_tile_px,
+                           whole=whole)
     return stats, context
 
 
@@ -250,9 +315,13 @@ def sampled_ticks(program: Program, height: int, width: int, sample: Sample, pad
     statistics) run on every crop and on the guide, in tiles of sample.pass_tile_px."""
     inner, crops, _ = sample_crops(program, height, width, sample, pad_in, guided)
     sizes = [(c.height, c.width) for c in crops]
+    context = 0
     if guided and _takes_guide(sample, inner, height, width):
         sizes.append(shrunk_size(height, width, program, sample.guide_px))
-    return sum(pass_ticks(program, h, w, sample.pass_tile_px, len(program.passes) - 1) for h, w in sizes)
+        context = sum(pass_ticks(program, c.height, c.width, sample.pass_tile_px, index)
+                      for index in full_context_passes(program)
+                      for _, c in _full_context_crops(program, index, height, width))
+    return context + sum(pass_ticks(program, h, w, sample.pass_tile_px, len(program.passes) - 1) for h, w in sizes)
 
 
 def sample_parked_bytes(program: Program, height: int, width: int, sample: Sample, padding_px: int,
@@ -263,6 +332,9 @@ def sample_parked_bytes(program: Program, height: int, width: int, sample: Sampl
     total = sum(parked_bytes(program, c.height, c.width, dtype) for c in crops)
     if _takes_guide(sample, inner, height, width):
         total += parked_bytes(program, *shrunk_size(height, width, program, sample.guide_px), dtype)
+        total += max([parked_bytes(program, c.height, c.width, dtype, passes=index)  # beside them, one at a time
+                      for index in full_context_passes(program)
+                      for _, c in _full_context_crops(program, index, height, width)], default=0)
     return total
 
 

@@ -415,6 +415,8 @@ def test_sampled_memory_is_bounded_by_the_sample_and_the_tile(monkeypatch, which
         return parked
 
     monkeypatch.setattr(Parked, "empty", staticmethod(track))
+    # the decoder's context, from the whole latent, in crops smaller than the canvas as at full size
+    monkeypatch.setattr(vae_sampled_stats, "FULL_CONTEXT_TILE_PX", 64)
     sample, tile, pad = Sample(per_side=2, crop_px=24, border_px=8, guide_px=64), 64, 8
     sampled(model, x, which, tile_px=tile, padding_px=pad, sample=sample)
     tile_in = (tile + 2 * pad) * h // 192
@@ -572,3 +574,68 @@ def test_with_the_canvas_as_context_a_crops_attention_is_the_whole_images():
     seeing = runner.run_pass(index, p, alone, context=context.of_crop(Box(4, 13, 6, 17))).data
     blind = runner.run_pass(index, p, alone).data
     assert rel_l2(seeing, wanted) < 1e-5 < 1e-2 < rel_l2(blind, wanted)
+
+
+def test_a_cell_pool_fed_tile_by_tile_is_the_whole_maps_average_pool():
+    g = torch.Generator().manual_seed(11)
+    whole = torch.randn(3, 24, 20, generator=g)
+    for side, cells in ((4, (4, 4)), (256, (24, 20))):  # 6x5 px cells; one cell per pixel
+        pool = attention_context.CellPool(3, 24, 20, side=side)
+        for box in (Box(0, 24, 0, 7), Box(0, 9, 7, 20), Box(9, 24, 7, 20)):  # not on the cells' edges
+            pool.add(whole[:, box.y0:box.y1, box.x0:box.x1], box)
+        assert pool.mean().shape == (3, *cells)
+        assert torch.allclose(pool.mean(), F.adaptive_avg_pool2d(whole.unsqueeze(0), cells)[0], atol=1e-6)
+    pool = attention_context.CellPool(3, 24, 20, side=4)
+    pool.add(whole[:, :12], Box(0, 12, 0, 20))
+    with pytest.raises(ValueError, match="never added"):
+        pool.mean()
+
+
+@pytest.mark.parametrize("side", [8, 256])
+def test_a_decoders_context_comes_from_the_whole_input_at_full_resolution(monkeypatch, side):
+    """Guided by a shrunk copy, the crops' attention context is still the whole input's at full
+    resolution where the passes before the attention are cheap (a decoder's): computed crop by crop
+    with the estimated statistics, it equals the untiled computation with the same statistics; the
+    copy's keys, used before, are far from it. An encoder's attention, after nearly all of its
+    passes, keeps the copy's. Unpooled, a later attention's context (its crops attending to the
+    first's) is the untiled one's too."""
+    model = randomize(Autoencoder(attn_levels=(2,)), seed=3)
+    prog = compile_decoder(model)
+    attention = [i for i, p in enumerate(prog.passes) if isinstance(p, AttentionPass)]
+    # the mid block's and the first of level 2's; the second's prefix is already over a tenth
+    assert attention == [4, 9, 12] and vae_sampled_stats.full_context_passes(prog) == [4, 9]
+    assert vae_sampled_stats.full_context_passes(compile_encoder(model)) == []
+    monkeypatch.setattr(attention_context, "CONTEXT_SIDE", side)  # 8: 4x4 latent px a token
+    z = torch.randn(4, 32, 32, generator=torch.Generator().manual_seed(12))
+    z[:, :, :10] += 1.5
+    sample = Sample(per_side=2, crop_px=24, border_px=8, guide_px=64, pass_tile_px=40)
+    monkeypatch.setattr(vae_sampled_stats, "FULL_CONTEXT_TILE_PX", 32)  # context crops of 8 latent px
+    cpu = torch.device("cpu")
+    contexts, estimates = {}, {}
+    for whole in (z, None):
+        contexts[whole is None] = context = vae_sampled_stats.attention_context(prog, 32, 32)
+        inner, crops, weights = vae_sampled_stats.sample_crops(prog, 32, 32, sample, 2, guided=True)
+        estimates[whole is None] = estimate_stats(prog, [z[:, c.y0:c.y1, c.x0:c.x1] for c in crops],
+                               [b.relative_to(c) for b, c in zip(inner, crops)], weights=weights,
+                               guide=vae_sampled_stats.guide_for(prog, z, inner, sample), device=cpu,
+                               dtype=torch.float32, context=context, crop_boxes=crops, pass_tile_px=40, whole=whole)
+    stats = estimates[False]  # after the first attention they depend on its context
+    runner = Runner(prog, device=cpu, dtype=torch.float32, park_device=cpu, tile_px=None, frozen=stats)
+    buffers, inputs = {prog.input: Parked.of(z)}, {}
+    for i, p in enumerate(prog.passes[:10]):
+        inputs[i] = buffers[p.src].data
+        buffers[p.dst] = runner.run_pass(i, p, buffers)
+    for index in [4] if side < 32 else [4, 9]:
+        p = prog.passes[index]
+        maps = runner.key_value_maps(index, p, inputs[index], stats[index])
+        untiled = attention_context.ContextTokens.pooled(*maps, 32, 32)
+        ours, from_copy = contexts[False].tokens[index], contexts[True].tokens[index]
+        assert ours.keys.shape == untiled.keys.shape == (min(side, 32) ** 2, p.k.out_channels)
+        assert torch.equal(ours.centres, untiled.centres)
+        copy_side = math.isqrt(from_copy.keys.shape[0])  # the copy is 16 px a side: no finer than that
+        untiled_there = attention_context.ContextTokens.pooled(*maps, 32, 32, side=copy_side)
+        errors = [rel_l2(ours.keys, untiled.keys) + rel_l2(ours.values, untiled.values),
+                  rel_l2(from_copy.keys, untiled_there.keys) + rel_l2(from_copy.values, untiled_there.values)]
+        print(f"pass {index}'s context against the untiled one: full resolution {errors[0]:.1e}, "
+              f"from the copy {errors[1]:.3f}")
+        assert errors[0] < 1e-5 < 0.05 < errors[1]
