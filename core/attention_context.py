@@ -90,13 +90,17 @@ class CellPool:
 @dataclass
 class ContextTokens:
     """One attention pass's context: pooled keys and values (n, C), their centres (2, n) on the
-    pass's grid, the log of the area each stands for and the size of its cell (height, width)."""
+    pass's grid and the size of the cell each stands for (height, width)."""
 
     keys: torch.Tensor
     values: torch.Tensor
     centres: torch.Tensor
-    log_area: float
     cell: tuple[float, float] = (1.0, 1.0)
+
+    @property
+    def log_area(self) -> float:
+        """Added to a token's score: it weighs in the softmax as its cell's pixels would."""
+        return math.log(self.cell[0] * self.cell[1])
 
     @staticmethod
     def pooled(keys: torch.Tensor, values: torch.Tensor, height: float, width: float,
@@ -110,7 +114,7 @@ class ContextTokens:
         cx = (torch.arange(side[1], device=keys.device) + 0.5) * (width / side[1])
         centres = torch.stack(torch.meshgrid(cy, cx, indexing="ij")).flatten(1)
         cell = (height / side[0], width / side[1])
-        return ContextTokens(k, v, centres, math.log(cell[0] * cell[1]), cell)
+        return ContextTokens(k, v, centres, cell)
 
     def cells_within(self, box: Box) -> Box:
         """The largest box inside `box` whose edges lie on the cells' edges: a cell cut by the box's

@@ -185,19 +185,25 @@ def buffer_scales(program: Program) -> dict[str, Fraction]:
     return {program.input: Fraction(1), **{p.dst: program.scales[i] for i, p in enumerate(program.passes)}}
 
 
-def attention_reach(program: Program) -> dict[int, int]:
-    """For every attention pass, how far in from a crop's cut edge its input differs from the whole
-    canvas's (on the pass's grid): each convolution before it reads a little past its output, so
-    the zeros beyond the cut spread inward pass by pass. An attention's output is taken to reach no
-    further than its input: the rest of the canvas comes from its context."""
+def input_reach(program: Program) -> dict[int, int]:
+    """For every pass, how far in from a crop's cut edge its input differs from the whole canvas's
+    (on the pass's grid): each convolution before it reads a little past its output, so the zeros
+    beyond the cut spread inward pass by pass. An attention's output is taken to reach no further
+    than its input: the rest of the canvas comes from its context."""
     reach = {program.input: 0}
     out: dict[int, int] = {}
     for index, p in enumerate(program.passes):
+        out[index] = reach[p.src]
         if isinstance(p, AttentionPass):
-            out[index] = reach[p.dst] = reach[p.src]
+            reach[p.dst] = reach[p.src]
             continue
         top, bottom, left, right = p.conv.padding
         halo = max(top, left, p.conv.kernel - 1 - min(top, left))
         spread = math.ceil((reach[p.src] * (2 if p.upsample else 1) + halo) / p.conv.stride)
         reach[p.dst] = max(spread, reach[p.residual] if p.residual is not None else 0)
     return out
+
+
+def attention_reach(program: Program) -> dict[int, int]:
+    """input_reach of the attention passes: how much of a crop's own keys its cut spoils."""
+    return {i: r for i, r in input_reach(program).items() if isinstance(program.passes[i], AttentionPass)}

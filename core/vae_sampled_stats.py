@@ -6,10 +6,10 @@ lockstep, and every GroupNorm's statistics are pooled over the inner parts (padd
 all crops (estimate_stats). A shrunken copy of the whole input runs beside them as a control
 variate: the statistics are the copy's, corrected by how the crops differ from the copy at their
 places, so the layout comes from the copy and the full-resolution detail from the crops. The
-attention context every crop and later tile attends to (attention_context) comes from the whole
-input at full resolution where the passes before the attention are cheap (a decoder's: run tile by
-tile with the statistics estimated so far, full_context_input), else from the copy's keys and
-values (the whole canvas's, where that is the sample).
+copy's keys and values (the whole canvas's, where that is the sample) fill the attention context
+every crop and later tile attends to (attention_context). Where the passes before an attention are
+cheap (a decoder's mid block, at the latent's resolution), they run on the whole input instead,
+tile by tile (whole_input_moments): their statistics are exact and the context is the canvas's own.
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ import torch
 
 from .attention_context import AttentionContext, CellPool, pooled_size
 from .tiling import Box
-from .vae_geometry import (attention_reach, buffer_scales, input_granularity, padding_in, parked_bytes, pass_ticks,
-                           prefix_share, shrunk, shrunk_size, tile_boxes)
+from .vae_geometry import (attention_reach, buffer_scales, input_granularity, input_reach, padding_in, parked_bytes,
+                           pass_ticks, prefix_share, shrunk, shrunk_size, tile_boxes)
 from .vae_program import AttentionPass, Program
 from .vae_runner import GroupStats, Parked, Runner, Tick, channel_sums, moment_stats
 
@@ -158,13 +158,15 @@ def _pooled_moments(buffers: Sequence[dict[str, Parked]], name: str, boxes: Sequ
 
 
 # Where the passes before an attention cost at most this share of the whole program (prefix_share:
-# a decoder's mid-block attention, 5% of SD's decoder), its context comes from the whole input at
-# full resolution, not from the guide's shrunk copy: with SD1.5's VAE (random weights) the copy's
-# keys left a 2048 px decode at 30 dB against exact.
+# 1.6% for SD's decoder's mid-block attention, 96% for its encoder's), the passes up to it run on
+# the whole input at full resolution (whole_input_passes; 2.4% of SD's decoder in all): their
+# statistics are exact and the attention's context is the canvas's own keys, not the guide's
+# shrunk copy's (with SD1.5's VAE, random weights, the copy's keys left a 2048 px decode at 30 dB
+# against exact).
 FULL_CONTEXT_MAX_SHARE = 0.1
-# The tiles (pixel side) the whole input runs in to such an attention, each with the reach of the
-# passes before it; inside them the passes run in the sample's tiles (Sample.pass_tile_px). SD's
-# decoder holds about 0.1 GB of activations for one.
+# The tiles (pixel side) the whole input runs in to such a pass, each with the reach of the passes
+# before it; inside them the passes run in the sample's tiles (Sample.pass_tile_px). SD's decoder
+# holds about 0.1 GB of activations for one.
 FULL_CONTEXT_TILE_PX = 1024
 
 
@@ -174,42 +176,68 @@ def full_context_passes(program: Program) -> list[int]:
             if isinstance(p, AttentionPass) and prefix_share(program, i) <= FULL_CONTEXT_MAX_SHARE]
 
 
-def _full_context_crops(program: Program, index: int, height: int, width: int) -> list[tuple[Box, Box]]:
+def whole_input_passes(program: Program) -> list[int]:
+    """The passes whose input sampled mode computes over the whole input at full resolution, for
+    exact statistics and, at attention, the context: every GroupNorm up to the last attention of
+    full_context_passes. Each costs a run of the passes before it."""
+    context = full_context_passes(program)
+    return [i for i, p in enumerate(program.passes[:context[-1] + 1]) if p.norm is not None] if context else []
+
+
+def _whole_input_crops(program: Program, index: int, height: int, width: int) -> list[tuple[Box, Box]]:
     """(tile, crop) over an input of height x width: the tiles partition it, and each crop is its
-    tile grown by the reach of attention pass `index` (attention_reach), so the pass's input over
-    the tile is the whole canvas's."""
+    tile grown by the reach of pass `index`'s input (input_reach), so that input over the tile is
+    the whole canvas's."""
     g = input_granularity(program)
     scale = buffer_scales(program)[program.passes[index].src]
-    halo = math.ceil(attention_reach(program)[index] / scale / g) * g
-    return [(box, box.grown(halo, height, width))
-            for box in tile_boxes(program, height, width, FULL_CONTEXT_TILE_PX)]
+    halo = math.ceil(input_reach(program)[index] / scale / g) * g
+    return [(box, box.grown(halo, height, width)) for box in tile_boxes(program, height, width, FULL_CONTEXT_TILE_PX)]
 
 
-def full_context_input(program: Program, index: int, whole: torch.Tensor, stats: GroupStats,
-                       context: AttentionContext, runner: Runner) -> torch.Tensor:
-    """Attention pass `index`'s input over the whole input `whole` (C, H, W) at full resolution,
-    pooled to its context's size: the passes before it run crop by crop (_full_context_crops) with
-    runner (its statistics, estimated so far) and only each crop's tile is kept, so memory is a crop's
-    activations and the pooled map. Pooling the input pools the keys and values: the GroupNorm and
-    the key and value convolutions are affine."""
-    p = program.passes[index]
-    scale = buffer_scales(program)[p.src]
+def whole_input_moments(program: Program, index: int, whole: torch.Tensor, context: AttentionContext | None,
+                        runner: Runner, pool: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Pass `index`'s input over the whole input `whole` (C, H, W) at full resolution: the passes
+    before it run crop by crop (_whole_input_crops) with runner (its statistics so far) and only each
+    crop's tile is kept, so memory is a crop's activations. Returns the per-channel means of x and
+    x², and (pool) the input pooled to its context's size: pooling it pools an attention's keys
+    and values, the GroupNorm and the key and value convolutions being affine."""
+    src = program.passes[index].src
+    scale = buffer_scales(program)[src]
     height, width = whole.shape[-2:]
-    pool = None
-    for box, crop in _full_context_crops(program, index, height, width):
+    sums = sumsq = cells = None
+    for box, crop in _whole_input_crops(program, index, height, width):
         parked = {program.input: Parked(whole[:, crop.y0:crop.y1, crop.x0:crop.x1].to(runner.park_device), None, None)}
-        seen = context.of_crop(crop)  # attention passes before this one attend to the canvas through it
+        seen = context.of_crop(crop) if context is not None else None  # for the attention passes on the way
         for i, q in enumerate(program.passes[:index]):
             dst = runner.run_pass(i, q, parked, context=seen)
             for name in program.last_reads[i]:
                 del parked[name]
             parked[q.dst] = dst
-        x = parked[p.src].data
-        if pool is None:
-            pool = CellPool(x.shape[0], int(height * scale), int(width * scale), device=runner.device)
         inner = box.relative_to(crop).scaled(scale)
-        pool.add(x[:, inner.y0:inner.y1, inner.x0:inner.x1], box.scaled(scale))
-    return pool.mean()
+        x = parked[src].data[:, inner.y0:inner.y1, inner.x0:inner.x1]
+        s1, s2 = channel_sums(x)
+        sums, sumsq = (s1, s2) if sums is None else (sums + s1, sumsq + s2)
+        if pool:
+            cells = cells or CellPool(x.shape[0], int(height * scale), int(width * scale), device=runner.device)
+            cells.add(x, box.scaled(scale))
+    pixels = int(height * scale) * int(width * scale)
+    return sums / pixels, sumsq / pixels, cells.mean() if pool else None
+
+
+def _estimate(buffers: Sequence[dict[str, Parked]], name: str, inner: Sequence[Box], weights: Sequence[float],
+              scale: Fraction, groups: int, guide) -> tuple[torch.Tensor, torch.Tensor]:
+    """A GroupNorm's statistics of activation `name` from the crops' inner boxes; with a guide
+    (its activations, the crops' boxes on it and its own statistics there), the guide's corrected
+    by how the crops differ from the guide at their places: the mean by the difference, the variance
+    by the ratio."""
+    mean, var = moment_stats(*_pooled_moments(buffers, name, inner, weights, scale), groups)
+    if guide is None:
+        return mean, var
+    guide_parked, boxes, (guide_mean, guide_var) = guide
+    there_mean, there_var = moment_stats(  # the copy at the crops' places, weighted as they are
+        *_pooled_moments([guide_parked] * len(inner), name, boxes, weights, scale), groups)
+    return guide_mean + (mean - there_mean), torch.where(there_var > 0, var * guide_var / there_var.clamp_min(1e-30),
+                                                         var)
 
 
 def estimate_stats(program: Program, crops: Sequence[torch.Tensor], inner: Sequence[Box], *, device, dtype,
@@ -231,8 +259,9 @@ def estimate_stats(program: Program, crops: Sequence[torch.Tensor], inner: Seque
     working set of a tile of pass_tile_px (Sample.pass_tile_px).
 
     context: filled at every attention pass from the guide's keys and values (the one crop's, where
-    it is the whole input); from the whole input itself at full resolution, where `whole` is given
-    and the passes before the attention are cheap (full_context_passes)."""
+    it is the whole input). whole: the whole input, where the caller has it: the passes up to the
+    cheap attentions (whole_input_passes) then take their statistics and context from it at full
+    resolution instead."""
     if len(crops) != len(inner) or not crops:
         raise ValueError("estimate_stats needs one inner box per crop, and at least one crop")
     stats: GroupStats = {}
@@ -254,28 +283,28 @@ def estimate_stats(program: Program, crops: Sequence[torch.Tensor], inner: Seque
             raise ValueError("estimate_stats needs every crop's box on the canvas to fill an attention context")
         crop_contexts = [context.of_crop(box) for box in crop_boxes]
     crop_contexts.append(None)  # the guide attends to the whole of itself
+    from_whole = whole_input_passes(program) if guide is not None and whole is not None else []
     last = len(program.passes) - 1
     for index, p in enumerate(program.passes):
+        pooled = None
         if p.norm is not None:
             scale, groups = scale_of[p.src], p.norm.groups
-            mean, var = moment_stats(*_pooled_moments(buffers, p.src, inner, weights, scale), groups)
-            if guide is not None:
+            if guide is not None:  # the guide runs on with its own statistics
                 copy = Box(0, guide.input.shape[-2], 0, guide.input.shape[-1])
                 guide_stats[index] = moment_stats(*_pooled_moments([guide_parked], p.src, [copy], [1.0], scale), groups)
-                there_mean, there_var = moment_stats(  # the copy at the crops' places, weighted as they are
-                    *_pooled_moments([guide_parked] * len(inner), p.src, guide.boxes, weights, scale), groups)
-                guide_mean, guide_var = guide_stats[index]
-                mean = guide_mean + (mean - there_mean)
-                var = torch.where(there_var > 0, var * guide_var / there_var.clamp_min(1e-30), var)
-            stats[index] = (mean, var)
+            if index in from_whole:
+                first, second, pooled = whole_input_moments(program, index, whole, context, runner,
+                                                            pool=context is not None and isinstance(p, AttentionPass))
+                stats[index] = moment_stats(first, second, groups)
+            else:
+                there = (guide_parked, guide.boxes, guide_stats[index]) if guide is not None else None
+                stats[index] = _estimate(buffers, p.src, inner, weights, scale, groups, there)
         if index == last:
             break
         if context is not None and isinstance(p, AttentionPass):
-            if guide is not None and whole is not None and index in full_context_passes(program):
-                seen = full_context_input(program, index, whole, stats, context, runner)
-            else:
-                seen = (guide_parked if guide is not None else buffers[0])[p.src].data
-            context.add(index, *runner.key_value_maps(index, p, seen, stats[index]))
+            if pooled is None:
+                pooled = (guide_parked if guide is not None else buffers[0])[p.src].data
+            context.add(index, *runner.key_value_maps(index, p, pooled, stats[index]))
         for (run, parked), crop_context in zip(runs, crop_contexts):
             dst = run.run_pass(index, p, parked, context=crop_context)
             for name in program.last_reads[index]:
@@ -319,8 +348,8 @@ def sampled_ticks(program: Program, height: int, width: int, sample: Sample, pad
     if guided and _takes_guide(sample, inner, height, width):
         sizes.append(shrunk_size(height, width, program, sample.guide_px))
         context = sum(pass_ticks(program, c.height, c.width, sample.pass_tile_px, index)
-                      for index in full_context_passes(program)
-                      for _, c in _full_context_crops(program, index, height, width))
+                      for index in whole_input_passes(program)
+                      for _, c in _whole_input_crops(program, index, height, width))
     return context + sum(pass_ticks(program, h, w, sample.pass_tile_px, len(program.passes) - 1) for h, w in sizes)
 
 
@@ -333,8 +362,8 @@ def sample_parked_bytes(program: Program, height: int, width: int, sample: Sampl
     if _takes_guide(sample, inner, height, width):
         total += parked_bytes(program, *shrunk_size(height, width, program, sample.guide_px), dtype)
         total += max([parked_bytes(program, c.height, c.width, dtype, passes=index)  # beside them, one at a time
-                      for index in full_context_passes(program)
-                      for _, c in _full_context_crops(program, index, height, width)], default=0)
+                      for index in whole_input_passes(program)
+                      for _, c in _whole_input_crops(program, index, height, width)], default=0)
     return total
 
 

@@ -474,25 +474,26 @@ def test_the_estimator_runs_its_passes_in_tiles_with_the_same_statistics(monkeyp
     assert stats_error(results[32][0], results[None][0]) < 1e-5
 
 def test_a_context_token_counts_as_the_area_it_stands_for():
-    """A context token with log 4 added to its score weighs in the softmax as the same key and
-    value four times over; a crop over the token's place leaves it out (it has its own keys there)."""
+    """A context token for a cell of 2x2 px (log 4 added to its score) weighs in the softmax as the
+    same key and value four times over; a crop over the token's place leaves it out (it has its own
+    keys there)."""
     g = torch.Generator().manual_seed(0)
     queries = torch.randn(1, 5, 8, generator=g)
-    key_map, value_map = torch.randn(8, 2, 3, generator=g), torch.randn(8, 2, 3, generator=g)
+    key_map, value_map = torch.randn(8, 2, 4, generator=g), torch.randn(8, 2, 4, generator=g)
     own_keys, own_values = (t.flatten(1).t().unsqueeze(0) for t in (key_map, value_map))
     key, value = torch.randn(1, 8, generator=g), torch.randn(1, 8, generator=g)
     context = attention_context.AttentionContext((8, 8), {3: Fraction(1)})
-    context.tokens[3] = attention_context.ContextTokens(key, value, torch.tensor([[6.0], [6.0]]), math.log(4))
-    keys, values, bias = context.of_crop(Box(0, 2, 0, 3)).extend(3, key_map, value_map)
-    assert keys.shape == (1, 7, 8) and bias.shape == (1, 1, 7)
+    context.tokens[3] = attention_context.ContextTokens(key, value, torch.tensor([[5.0], [5.0]]), (2.0, 2.0))
+    keys, values, bias = context.of_crop(Box(0, 2, 0, 4)).extend(3, key_map, value_map)
+    assert keys.shape == (1, 9, 8) and bias.shape == (1, 1, 9)
     ours = F.scaled_dot_product_attention(queries, keys, values, attn_mask=bias)
     four_times = F.scaled_dot_product_attention(queries, torch.cat([own_keys, key.expand(4, 8).unsqueeze(0)], 1),
                                                 torch.cat([own_values, value.expand(4, 8).unsqueeze(0)], 1))
     assert torch.allclose(ours, four_times, atol=1e-6)
     assert not torch.allclose(ours, F.scaled_dot_product_attention(queries, own_keys, own_values), atol=1e-3)
-    keys, values, bias = context.of_crop(Box(5, 7, 5, 8)).extend(3, key_map, value_map)
+    keys, values, bias = context.of_crop(Box(4, 6, 4, 8)).extend(3, key_map, value_map)
     assert torch.equal(keys, own_keys) and torch.equal(values, own_values) and bias is None
-    assert context.of_crop(Box(0, 2, 0, 3)).extend(2, key_map, value_map)[2] is None  # no attention at pass 2
+    assert context.of_crop(Box(0, 2, 0, 4)).extend(2, key_map, value_map)[2] is None  # no attention at pass 2
 
 
 def test_a_crops_keys_near_its_cut_edges_give_way_to_the_context(monkeypatch):
@@ -592,13 +593,12 @@ def test_a_cell_pool_fed_tile_by_tile_is_the_whole_maps_average_pool():
 
 
 @pytest.mark.parametrize("side", [8, 256])
-def test_a_decoders_context_comes_from_the_whole_input_at_full_resolution(monkeypatch, side):
-    """Guided by a shrunk copy, the crops' attention context is still the whole input's at full
-    resolution where the passes before the attention are cheap (a decoder's): computed crop by crop
-    with the estimated statistics, it equals the untiled computation with the same statistics; the
-    copy's keys, used before, are far from it. An encoder's attention, after nearly all of its
-    passes, keeps the copy's. Unpooled, a later attention's context (its crops attending to the
-    first's) is the untiled one's too."""
+def test_a_decoders_first_passes_run_on_the_whole_input_at_full_resolution(monkeypatch, side):
+    """Guided by a shrunk copy, sampled mode still runs the passes up to an attention on the whole
+    input where they are cheap (a decoder's), crop by crop: their statistics are exact mode's and the
+    attention's context equals the untiled computation's; the copy's keys, used before, are far from
+    it. An encoder's attention, after nearly all of its passes, keeps the copy's. Unpooled, a later
+    attention's (its crops attending to the first's) is the untiled one's too."""
     model = randomize(Autoencoder(attn_levels=(2,)), seed=3)
     prog = compile_decoder(model)
     attention = [i for i, p in enumerate(prog.passes) if isinstance(p, AttentionPass)]
@@ -620,6 +620,13 @@ def test_a_decoders_context_comes_from_the_whole_input_at_full_resolution(monkey
                                guide=vae_sampled_stats.guide_for(prog, z, inner, sample), device=cpu,
                                dtype=torch.float32, context=context, crop_boxes=crops, pass_tile_px=40, whole=whole)
     stats = estimates[False]  # after the first attention they depend on its context
+    exact = recorded_stats(prog, z)
+    from_whole = vae_sampled_stats.whole_input_passes(prog)
+    assert from_whole == [i for i, p in enumerate(prog.passes[:10]) if p.norm is not None]
+    exact_there = [i for i in from_whole if side >= 32 or i <= 4]  # pooled, the first context is coarse
+    assert stats_error({i: stats[i] for i in exact_there}, {i: exact[i] for i in exact_there}) < 1e-5
+    later = [i for i in exact if i > 9]
+    assert stats_error(stats, {i: exact[i] for i in later}) > 1e-3  # estimated from the sample
     runner = Runner(prog, device=cpu, dtype=torch.float32, park_device=cpu, tile_px=None, frozen=stats)
     buffers, inputs = {prog.input: Parked.of(z)}, {}
     for i, p in enumerate(prog.passes[:10]):
