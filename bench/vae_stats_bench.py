@@ -99,16 +99,18 @@ def psnr(a, ref, which: str) -> float:
 
 
 def sweep(vae_name: str, which: str, size: int, tmp: str, limit_gib: float, subset: bool,
-          lattices: list[int] | None = None) -> None:
+          lattices: list[int] | None = None, context_side: int | None = None) -> None:
     """Sampled statistics of every lattice in SWEEP, each measured on exact mode's geometry and on
     sampled mode's tiles, and exact statistics on sampled mode's tiles; one JSON row per line.
-    lattices: only these (crops per side), guided, and no rows of exact statistics."""
+    lattices: only these (crops per side), guided, and no rows of exact statistics. context_side:
+    the attention context pooled to at most this many tokens a side instead of CONTEXT_SIDE (at
+    2048 px, 128 pools the latent 2x2 as CONTEXT_SIDE does at 4096 px)."""
     import numpy as np
 
     _, vae = _setup(vae_name, limit_gib)
     import torch
 
-    from expanse.core import vae_sampled_stats as vs
+    from expanse.core import attention_context, vae_sampled_stats as vs
     from expanse.core.tiled_vae import frozen_tiles
     from expanse.core.vae_geometry import padding_in
     from expanse.core.vae_runner import Runner
@@ -117,6 +119,8 @@ def sweep(vae_name: str, which: str, size: int, tmp: str, limit_gib: float, subs
 
     base = pathlib.Path(tmp) / vae_name
     cpu, f32 = torch.device("cpu"), torch.float32
+    if context_side:
+        attention_context.CONTEXT_SIDE = context_side
     if which == "decode":
         program, x = rv.compile_program(vae, "decoder"), torch.from_numpy(np.load(f"{base}-latent.npy"))[0]
         padding, finish = 96, lambda t: vae.process_output(t.float())
@@ -192,7 +196,8 @@ def sweep(vae_name: str, which: str, size: int, tmp: str, limit_gib: float, subs
                                       guide=guide, device=cpu, dtype=f32, context=context, crop_boxes=crops,
                                       whole=x if guided else None, pass_tile_px=256)
             seconds = time.perf_counter() - start
-            row = {"method": "sampled, guided (sweep)" if guided else "sampled, crops alone (sweep)",
+            pooled = f" (context pooled to {context_side}x{context_side})" if context_side else ""
+            row = {"method": ("sampled, guided (sweep)" if guided else "sampled, crops alone (sweep)") + pooled,
                    "sample": f"{per_side}x{per_side} x {crop_px} px", "seconds": f"{seconds:.1f} (estimate)"}
             if subset or (guided and (per_side, crop_px) == (rv.SAMPLE.per_side, rv.SAMPLE.crop_px)):
                 row["psnr_db"] = score(padded_tiles(stats, context))
@@ -221,6 +226,8 @@ def main() -> None:
     parser.add_argument("--lattices", nargs="+", type=int, metavar="N",
                         help="the sweep for these lattices only (N x N crops), guided, without the rows of exact "
                              "statistics; their rows are replaced and every other row is kept")
+    parser.add_argument("--context-side", type=int,
+                        help="with --lattices: the attention context pooled to at most this many tokens a side")
     parser.add_argument("--worker", nargs=4, metavar=("VAE", "WHICH", "METHOD", "TMP"))
     parser.add_argument("--sweep", nargs=4, metavar=("VAE", "WHICH", "SUBSET", "TMP"))
     args = parser.parse_args()
@@ -229,7 +236,8 @@ def main() -> None:
         return
     if args.sweep:
         vae_name, which, subset, tmp = args.sweep
-        sweep(vae_name, which, args.size, tmp, args.memory_limit_gib, subset == "subset", args.lattices)
+        sweep(vae_name, which, args.size, tmp, args.memory_limit_gib, subset == "subset", args.lattices,
+              args.context_side)
         return
 
     import numpy as np
@@ -241,9 +249,10 @@ def main() -> None:
     # Rows of VAEs and directions this run does not measure are kept; --sweep-only keeps the full runs' too.
     path = common.RESULTS / "vae_stats.json"
     kept = json.loads(path.read_text())["rows"] if path.exists() else []
+    pooled = f" (context pooled to {args.context_side}x{args.context_side})" if args.context_side else ""
     rows = [r for r in kept if r["vae"] not in args.vaes or r["which"] not in args.which
             or (args.sweep_only and not _sweep_row(r))
-            or (args.lattices and (r["method"] != "sampled, guided (sweep)"
+            or (args.lattices and (r["method"] != "sampled, guided (sweep)" + pooled
                                    or r["sample"] not in [f"{n}x{n} x 256 px" for n in args.lattices]))]
     if args.lattices:
         args.sweep_only = True
@@ -311,6 +320,8 @@ def main() -> None:
                 import sys
 
                 lattices = ["--lattices", *map(str, args.lattices)] if args.lattices else []
+                if args.context_side:
+                    lattices += ["--context-side", str(args.context_side)]
                 proc = subprocess.Popen([sys.executable, str(script), "--sweep", vae_name, which, subset, tmp,
                                          "--size", str(args.size), "--memory-limit-gib", str(args.memory_limit_gib),
                                          *lattices], stdout=subprocess.PIPE, text=True)
