@@ -24,4 +24,5 @@ bench: setup
 	$(PY) bench/upscale_quality_bench.py
 	$(PY) bench/lanczos_memory_bench.py
 	$(PY) bench/vae_padding_bench.py
+	$(PY) bench/context_cost_bench.py
 	$(PY) bench/gigapixel_bench.py --vae-mode sampled $(if $(filter 1,$(GPU)),--sd15 --results 2048 4096 8192,)
