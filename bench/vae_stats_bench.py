@@ -98,6 +98,11 @@ def psnr(a, ref, which: str) -> float:
     return round(10 * math.log10(peak ** 2 / mse), 2) if mse > 0 else float("inf")
 
 
+def _pooled_label(context_side: int | None) -> str:
+    """What the sweep's method names carry where its context is pooled to context_side a side."""
+    return f" (context pooled to {context_side}x{context_side})" if context_side else ""
+
+
 def sweep(vae_name: str, which: str, size: int, tmp: str, limit_gib: float, subset: bool,
           lattices: list[int] | None = None, context_side: int | None = None) -> None:
     """Sampled statistics of every lattice in SWEEP, each measured on exact mode's geometry and on
@@ -196,8 +201,8 @@ def sweep(vae_name: str, which: str, size: int, tmp: str, limit_gib: float, subs
                                       guide=guide, device=cpu, dtype=f32, context=context, crop_boxes=crops,
                                       whole=x if guided else None, pass_tile_px=256)
             seconds = time.perf_counter() - start
-            pooled = f" (context pooled to {context_side}x{context_side})" if context_side else ""
-            row = {"method": ("sampled, guided (sweep)" if guided else "sampled, crops alone (sweep)") + pooled,
+            row = {"method": ("sampled, guided (sweep)" if guided else "sampled, crops alone (sweep)")
+                   + _pooled_label(context_side),
                    "sample": f"{per_side}x{per_side} x {crop_px} px", "seconds": f"{seconds:.1f} (estimate)"}
             if subset or (guided and (per_side, crop_px) == (rv.SAMPLE.per_side, rv.SAMPLE.crop_px)):
                 row["psnr_db"] = score(padded_tiles(stats, context))
@@ -249,7 +254,7 @@ def main() -> None:
     # Rows of VAEs and directions this run does not measure are kept; --sweep-only keeps the full runs' too.
     path = common.RESULTS / "vae_stats.json"
     kept = json.loads(path.read_text())["rows"] if path.exists() else []
-    pooled = f" (context pooled to {args.context_side}x{args.context_side})" if args.context_side else ""
+    pooled = _pooled_label(args.context_side)
     rows = [r for r in kept if r["vae"] not in args.vaes or r["which"] not in args.which
             or (args.sweep_only and not _sweep_row(r))
             or (args.lattices and (r["method"] != "sampled, guided (sweep)" + pooled

@@ -145,12 +145,17 @@ class Runner:
         """Run the program on one sample x (C, H, W); every output tile goes to sink."""
         buffers = {self.program.input: Parked.of(x.to(self.park_device))}
         last = len(self.program.passes) - 1
-        for index, p in enumerate(self.program.passes):
-            dst = self.run_pass(index, p, buffers, sink if index == last else None)
+        self.advance(buffers, last)
+        self.run_pass(last, self.program.passes[last], buffers, sink)
+
+    def advance(self, buffers: dict[str, Parked], passes: int, context: CropContext | None = None) -> None:
+        """Run the program's first `passes` passes on the activations in buffers (name -> Parked),
+        parking each output there and dropping what no later pass reads. context: as run_pass's."""
+        for index, p in enumerate(self.program.passes[:passes]):
+            dst = self.run_pass(index, p, buffers, context=context)
             for name in self.program.last_reads[index]:
                 del buffers[name]
-            if dst is not None:
-                buffers[p.dst] = dst
+            buffers[p.dst] = dst
 
     def run_pass(self, index: int, p: Pass, buffers: dict[str, Parked], sink=None,
                  context: CropContext | None = None) -> Parked | None:

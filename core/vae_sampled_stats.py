@@ -207,12 +207,8 @@ def whole_input_moments(program: Program, index: int, whole: torch.Tensor, conte
     sums = sumsq = cells = None
     for box, crop in _whole_input_crops(program, index, height, width):
         parked = {program.input: Parked(whole[:, crop.y0:crop.y1, crop.x0:crop.x1].to(runner.park_device), None, None)}
-        seen = context.of_crop(crop) if context is not None else None  # for the attention passes on the way
-        for i, q in enumerate(program.passes[:index]):
-            dst = runner.run_pass(i, q, parked, context=seen)
-            for name in program.last_reads[i]:
-                del parked[name]
-            parked[q.dst] = dst
+        # the attention passes on the way see the rest of the canvas through the context
+        runner.advance(parked, index, context=context.of_crop(crop) if context is not None else None)
         inner = box.relative_to(crop).scaled(scale)
         x = parked[src].data[:, inner.y0:inner.y1, inner.x0:inner.x1]
         s1, s2 = channel_sums(x)
@@ -286,14 +282,14 @@ def estimate_stats(program: Program, crops: Sequence[torch.Tensor], inner: Seque
     from_whole = whole_input_passes(program) if guide is not None and whole is not None else []
     last = len(program.passes) - 1
     for index, p in enumerate(program.passes):
-        pooled = None
+        attention_input = None
         if p.norm is not None:
             scale, groups = scale_of[p.src], p.norm.groups
             if guide is not None:  # the guide runs on with its own statistics
                 copy = Box(0, guide.input.shape[-2], 0, guide.input.shape[-1])
                 guide_stats[index] = moment_stats(*_pooled_moments([guide_parked], p.src, [copy], [1.0], scale), groups)
             if index in from_whole:
-                first, second, pooled = whole_input_moments(program, index, whole, context, runner,
+                first, second, attention_input = whole_input_moments(program, index, whole, context, runner,
                                                             pool=context is not None and isinstance(p, AttentionPass))
                 stats[index] = moment_stats(first, second, groups)
             else:
@@ -302,9 +298,9 @@ def estimate_stats(program: Program, crops: Sequence[torch.Tensor], inner: Seque
         if index == last:
             break
         if context is not None and isinstance(p, AttentionPass):
-            if pooled is None:
-                pooled = (guide_parked if guide is not None else buffers[0])[p.src].data
-            context.add(index, *runner.key_value_maps(index, p, pooled, stats[index]))
+            if attention_input is None:  # not from the whole input: the guide's (the one crop's where it is the whole)
+                attention_input = (guide_parked if guide is not None else buffers[0])[p.src].data
+            context.add(index, *runner.key_value_maps(index, p, attention_input, stats[index]))
         for (run, parked), crop_context in zip(runs, crop_contexts):
             dst = run.run_pass(index, p, parked, context=crop_context)
             for name in program.last_reads[index]:
