@@ -167,13 +167,14 @@ class Runner:
         return self._attention_pass(index, p, buffers, sink, context=context)
 
     def key_value_maps(self, index: int, p: AttentionPass, x: torch.Tensor,
-                       stats: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+                       stats: tuple[torch.Tensor, torch.Tensor], pool: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """An attention pass's key and value maps of its input x (C, h, w), normalised with the given
-        statistics, pooled to its context's size: the key and value convolutions are 1x1 (affine), so
-        pooling their input first pools their outputs."""
+        statistics, pooled to its context's size (unless not `pool`): the key and value convolutions
+        are 1x1 (affine), so pooling their input first pools their outputs."""
         scale, shift = _norm_affine(p.norm, *stats, x.shape[0], device=self.device, dtype=self.dtype)
-        side = pooled_size(*x.shape[1:])
-        h = F.adaptive_avg_pool2d(torch.addcmul(shift, self._load(x), scale).unsqueeze(0), side).squeeze(0)
+        h = torch.addcmul(shift, self._load(x), scale)
+        if pool:
+            h = F.adaptive_avg_pool2d(h.unsqueeze(0), pooled_size(*x.shape[1:])).squeeze(0)
         return tuple(DeviceConv.of(c, self.device, self.dtype)(h) for c in (p.k, p.v))
 
     def _finish_tile(self, y: torch.Tensor, box: Box, dst: Parked | None, sink) -> None:

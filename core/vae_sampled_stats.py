@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .attention_context import AttentionContext, CellPool, pooled_size
+from .attention_context import REFINE_SHARE, AttentionContext, CellPool, Refinement, pooled_size
 from .tiling import Box
 from .vae_geometry import (attention_reach, buffer_scales, input_granularity, input_reach, padding_in, parked_bytes,
                            pass_ticks, prefix_share, shrunk, shrunk_size, tile_boxes)
@@ -194,30 +194,59 @@ def _whole_input_crops(program: Program, index: int, height: int, width: int) ->
     return [(box, box.grown(halo, height, width)) for box in tile_boxes(program, height, width, FULL_CONTEXT_TILE_PX)]
 
 
-def whole_input_moments(program: Program, index: int, whole: torch.Tensor, context: AttentionContext | None,
-                        runner: Runner, pool: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Pass `index`'s input over the whole input `whole` (C, H, W) at full resolution: the passes
-    before it run crop by crop (_whole_input_crops) with runner (its statistics so far) and only each
-    crop's tile is kept, so memory is a crop's activations. Returns the per-channel means of x and
-    x², and (pool) the input pooled to its context's size: pooling it pools an attention's keys
-    and values, the GroupNorm and the key and value convolutions being affine."""
+def _whole_input_tiles(program: Program, index: int, whole: torch.Tensor, context: AttentionContext | None,
+                       runner: Runner):
+    """Pass `index`'s input over the whole input `whole` (C, H, W) at full resolution, a tile at a
+    time: the passes before it run crop by crop (_whole_input_crops) with runner (its statistics so
+    far) and only each crop's tile is kept, so memory is a crop's activations. Yields (the tile on
+    the pass's grid, the input there)."""
     src = program.passes[index].src
     scale = buffer_scales(program)[src]
     height, width = whole.shape[-2:]
-    sums = sumsq = cells = None
     for box, crop in _whole_input_crops(program, index, height, width):
         parked = {program.input: Parked(whole[:, crop.y0:crop.y1, crop.x0:crop.x1].to(runner.park_device), None, None)}
         # the attention passes on the way see the rest of the canvas through the context
         runner.advance(parked, index, context=context.of_crop(crop) if context is not None else None)
         inner = box.relative_to(crop).scaled(scale)
-        x = parked[src].data[:, inner.y0:inner.y1, inner.x0:inner.x1]
+        yield box.scaled(scale), parked[src].data[:, inner.y0:inner.y1, inner.x0:inner.x1]
+
+
+def whole_input_moments(program: Program, index: int, whole: torch.Tensor, context: AttentionContext | None,
+                        runner: Runner, pool: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Pass `index`'s input over the whole input `whole` (C, H, W) at full resolution
+    (_whole_input_tiles): the per-channel means of x and x², and (pool) the input pooled to its
+    context's size: pooling it pools an attention's keys and values, the GroupNorm and the key and
+    value convolutions being affine."""
+    height, width = (int(n * buffer_scales(program)[program.passes[index].src]) for n in whole.shape[-2:])
+    sums = sumsq = cells = None
+    for at, x in _whole_input_tiles(program, index, whole, context, runner):
         s1, s2 = channel_sums(x)
         sums, sumsq = (s1, s2) if sums is None else (sums + s1, sumsq + s2)
         if pool:
-            cells = cells or CellPool(x.shape[0], int(height * scale), int(width * scale), device=runner.device)
-            cells.add(x, box.scaled(scale))
-    pixels = int(height * scale) * int(width * scale)
-    return sums / pixels, sumsq / pixels, cells.mean() if pool else None
+            cells = cells or CellPool(x.shape[0], height, width, device=runner.device)
+            cells.add(x, at)
+    return sums / (height * width), sumsq / (height * width), cells.mean() if pool else None
+
+
+def _refines(program: Program, index: int, height: int, width: int) -> bool:
+    """Whether sampled mode refines the context of attention pass `index` (a full_context_passes
+    one) of an input of height x width: where it is pooled."""
+    scale = buffer_scales(program)[program.passes[index].src]
+    size = (int(height * scale), int(width * scale))
+    return pooled_size(*size) != size
+
+
+def refine_context(program: Program, index: int, whole: torch.Tensor, context: AttentionContext, runner: Runner,
+                   stats: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Splits the cells of attention pass `index`'s pooled context where the whole input's keys
+    differ most (attention_context.Refinement), from its keys and values at full resolution: the
+    passes before it run again, tile by tile (_whole_input_tiles), now that its statistics are known."""
+    p = program.passes[index]
+    height, width = (int(n * buffer_scales(program)[p.src]) for n in whole.shape[-2:])
+    refinement = Refinement(height, width)
+    for at, x in _whole_input_tiles(program, index, whole, context, runner):
+        refinement.add(*runner.key_value_maps(index, p, x, stats, pool=False), at)
+    context.tokens[index] = refinement.apply(context.tokens[index])
 
 
 def _estimate(buffers: Sequence[dict[str, Parked]], name: str, inner: Sequence[Box], weights: Sequence[float],
@@ -301,6 +330,8 @@ def estimate_stats(program: Program, crops: Sequence[torch.Tensor], inner: Seque
             if attention_input is None:  # not from the whole input: the guide's (the one crop's where it is the whole)
                 attention_input = (guide_parked if guide is not None else buffers[0])[p.src].data
             context.add(index, *runner.key_value_maps(index, p, attention_input, stats[index]))
+            if index in from_whole and _refines(program, index, *whole.shape[-2:]):
+                refine_context(program, index, whole, context, runner, stats[index])
         for (run, parked), crop_context in zip(runs, crop_contexts):
             dst = run.run_pass(index, p, parked, context=crop_context)
             for name in program.last_reads[index]:
@@ -343,9 +374,10 @@ def sampled_ticks(program: Program, height: int, width: int, sample: Sample, pad
     context = 0
     if guided and _takes_guide(sample, inner, height, width):
         sizes.append(shrunk_size(height, width, program, sample.guide_px))
+        runs = whole_input_passes(program)  # and again for the contexts it refines
+        runs += [i for i in full_context_passes(program) if _refines(program, i, height, width)]
         context = sum(pass_ticks(program, c.height, c.width, sample.pass_tile_px, index)
-                      for index in whole_input_passes(program)
-                      for _, c in _whole_input_crops(program, index, height, width))
+                      for index in runs for _, c in _whole_input_crops(program, index, height, width))
     return context + sum(pass_ticks(program, h, w, sample.pass_tile_px, len(program.passes) - 1) for h, w in sizes)
 
 
@@ -365,8 +397,12 @@ def sample_parked_bytes(program: Program, height: int, width: int, sample: Sampl
 
 def context_bytes(program: Program, height: int, width: int, dtype: torch.dtype) -> int:
     """At most what the attention context of an input of height x width takes: every attention
-    pass's pooled keys and values, twice (a crop's attention joins a copy to its own)."""
+    pass's pooled keys and values (REFINE_SHARE more where refined), twice (a crop's attention joins
+    a copy to its own)."""
     scale_of = buffer_scales(program)
-    return sum(2 * math.prod(pooled_size(int(height * scale_of[p.src]), int(width * scale_of[p.src])))
-               * (p.k.out_channels + p.v.out_channels)
-               for p in program.passes if isinstance(p, AttentionPass)) * (torch.finfo(dtype).bits // 8)
+    refined = [i for i in full_context_passes(program) if _refines(program, i, height, width)]
+    tokens = {i: math.prod(pooled_size(int(height * scale_of[p.src]), int(width * scale_of[p.src])))
+              for i, p in enumerate(program.passes) if isinstance(p, AttentionPass)}
+    return sum(2 * int(n * (1 + REFINE_SHARE * (i in refined))) * (program.passes[i].k.out_channels
+                                                                  + program.passes[i].v.out_channels)
+               for i, n in tokens.items()) * (torch.finfo(dtype).bits // 8)

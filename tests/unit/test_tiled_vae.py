@@ -425,9 +425,13 @@ def test_sampled_memory_is_bounded_by_the_sample_and_the_tile(monkeypatch, which
     assert 0 < peak[0] <= bound < parked_bytes(prog, h, w, torch.float32) / 2
 
 
-def test_sampled_mode_is_deterministic_and_ticks_as_planned():
+@pytest.mark.parametrize("context_side", [256, 4])
+def test_sampled_mode_is_deterministic_and_ticks_as_planned(monkeypatch, context_side):
+    """Also where the decoder's context is pooled and then refined, its first passes run twice."""
+    monkeypatch.setattr(attention_context, "CONTEXT_SIDE", context_side)
     model = randomize(Autoencoder())
     prog = compile_decoder(model)
+    assert vae_sampled_stats._refines(prog, vae_sampled_stats.full_context_passes(prog)[0], 22, 26) == (context_side < 22)
     z = torch.randn(1, 4, 22, 26, generator=torch.Generator().manual_seed(7))
     sample = Sample(per_side=3, crop_px=16, guide_px=48)
     ticks = []
@@ -592,6 +596,73 @@ def test_a_cell_pool_fed_tile_by_tile_is_the_whole_maps_average_pool():
         pool.mean()
 
 
+def _refined(keys, values, side, tiles, share=None):
+    """The context of full-resolution key and value maps (C, h, w), pooled to `side` a side (over
+    CellPool's cells, as sampled mode pools a canvas) and refined tile by tile."""
+    height, width = keys.shape[1:]
+    pools = [attention_context.CellPool(keys.shape[0], height, width, side=side) for _ in range(2)]
+    refinement = attention_context.Refinement(height, width, side=side, share=share)
+    for box in tiles:
+        parts = [t[:, box.y0:box.y1, box.x0:box.x1] for t in (keys, values)]
+        for pool, part in zip(pools, parts):
+            pool.add(part, box)
+        refinement.add(*parts, box)
+    pooled = attention_context.ContextTokens.pooled(pools[0].mean(), pools[1].mean(), height, width, side=side)
+    return pooled, refinement.apply(pooled)
+
+
+def _context_attention(queries, tokens):
+    """queries (n, C) attending to a context's tokens alone, each weighed by its area."""
+    keys, values, bias = tokens.beside(Box(0, 0, 0, 0), queries[:0].unsqueeze(0), queries[:0].unsqueeze(0))
+    scores = queries @ keys[0].t() / math.sqrt(queries.shape[1]) + bias[0]
+    return torch.softmax(scores, -1) @ values[0]
+
+
+def test_a_refined_context_weighs_as_the_pooled_one_did():
+    """Cells of 2 and 3 px, tiles across them: refining moves no weight between cells. The tokens'
+    weights (areas) add up to the pooled context's, and so do their keys and values weighed by them;
+    only cells wholly inside a tile are split."""
+    g = torch.Generator().manual_seed(5)
+    keys, values = torch.randn(2, 6, 22, 18, generator=g)
+    tiles = [Box(0, 22, 0, 7), Box(0, 10, 7, 18), Box(10, 22, 7, 18)]
+    pooled, refined = _refined(keys, values, 8, tiles, share=0.5)
+    assert pooled.keys.shape[0] == 64 < refined.keys.shape[0] <= 64 * 1.5
+    weights = [t.log_areas.exp() for t in (pooled, refined)]
+    assert torch.isclose(weights[1].sum(), weights[0].sum())
+    for name in ("keys", "values"):
+        sums = [(w[:, None] * getattr(t, name)).sum(0) for w, t in zip(weights, (pooled, refined))]
+        assert torch.allclose(sums[1], sums[0], rtol=1e-4, atol=1e-3)
+    edges = [attention_context._cell_starts(22, 8), attention_context._cell_starts(18, 8)]
+    tokens_of = [int((refined.centres == pooled.centres[:, i:i + 1]).all(0).sum()) for i in range(64)]
+    split = [i for i, n in enumerate(tokens_of) if n > 1]
+    assert split and all(n >= 1 for n in tokens_of)
+    for i in split:
+        cell = Box(edges[0][i // 8], edges[0][i // 8 + 1], edges[1][i % 8], edges[1][i % 8 + 1])
+        assert any(t.y0 <= cell.y0 and cell.y1 <= t.y1 and t.x0 <= cell.x0 and cell.x1 <= t.x1 for t in tiles)
+
+
+def test_refining_a_context_brings_its_attention_to_the_unpooled_one():
+    """Pooled 2x2 (as a 4096 px canvas's latent is), the context's attention is far from the
+    unpooled one where the keys of a few cells differ within them (an edge); refined with 25% more
+    tokens, most of that error is gone; split all the way down, the context is the unpooled one."""
+    g = torch.Generator().manual_seed(8)
+    rough = torch.zeros(32, 32)  # an edge: keys that differ from their neighbours, across a cell
+    rough[8:12, 20:24] = 1
+    keys, values = (F.interpolate(torch.randn(1, 16, 4, 4, generator=g), size=(32, 32), mode="bilinear")[0]
+                    + 2 * rough * torch.randn(16, 32, 32, generator=g) for _ in range(2))
+    queries = 2 * torch.randn(50, 16, generator=g)
+    unpooled = _context_attention(queries, attention_context.ContextTokens.pooled(keys, values, 32, 32, side=32))
+    tiles = [Box(y, y + 16, x, x + 16) for y in (0, 16) for x in (0, 16)]
+    pooled, refined = _refined(keys, values, 16, tiles)
+    assert 256 < refined.keys.shape[0] <= 256 * (1 + attention_context.REFINE_SHARE)
+    errors = [rel_l2(_context_attention(queries, t), unpooled) for t in (pooled, refined)]
+    print(f"pooled 2x2 {errors[0]:.3f}, refined {errors[1]:.3f}")
+    assert errors[1] < errors[0] / 3
+    _, whole = _refined(keys, values, 16, tiles, share=100.0)
+    assert 900 < whole.keys.shape[0] <= 32 * 32  # cells whose keys are all alike stay whole
+    assert rel_l2(_context_attention(queries, whole), unpooled) < 1e-5
+
+
 @pytest.mark.parametrize("side", [8, 256])
 def test_a_decoders_first_passes_run_on_the_whole_input_at_full_resolution(monkeypatch, side):
     """Guided by a shrunk copy, sampled mode still runs the passes up to an attention on the whole
@@ -635,10 +706,18 @@ def test_a_decoders_first_passes_run_on_the_whole_input_at_full_resolution(monke
     for index in [4] if side < 32 else [4, 9]:
         p = prog.passes[index]
         maps = runner.key_value_maps(index, p, inputs[index], stats[index])
-        untiled = attention_context.ContextTokens.pooled(*maps, 32, 32)
+        untiled = pooled = attention_context.ContextTokens.pooled(*maps, 32, 32)
+        if side < 32:  # pooled, the cells whose keys differ most are split, within the crops' tiles
+            keys, values = runner.key_value_maps(index, p, inputs[index], stats[index], pool=False)
+            refinement = attention_context.Refinement(32, 32)
+            for box, _ in vae_sampled_stats._whole_input_crops(prog, index, 32, 32):
+                refinement.add(keys[:, box.y0:box.y1, box.x0:box.x1], values[:, box.y0:box.y1, box.x0:box.x1], box)
+            untiled = refinement.apply(pooled)
         ours, from_copy = contexts[False].tokens[index], contexts[True].tokens[index]
-        assert ours.keys.shape == untiled.keys.shape == (min(side, 32) ** 2, p.k.out_channels)
-        assert torch.equal(ours.centres, untiled.centres)
+        assert ours.keys.shape == untiled.keys.shape
+        assert min(side, 32) ** 2 <= ours.keys.shape[0] <= min(side, 32) ** 2 * (1 + attention_context.REFINE_SHARE)
+        assert (ours.keys.shape[0] > pooled.keys.shape[0]) == (side < 32)
+        assert torch.equal(ours.centres, untiled.centres) and torch.allclose(ours.log_areas, untiled.log_areas)
         copy_side = math.isqrt(from_copy.keys.shape[0])  # the copy is 16 px a side: no finer than that
         untiled_there = attention_context.ContextTokens.pooled(*maps, 32, 32, side=copy_side)
         errors = [rel_l2(ours.keys, untiled.keys) + rel_l2(ours.values, untiled.values),
