@@ -2,7 +2,8 @@
 decoded with frozen statistics, attending to its own keys only and to a large canvas's context
 pooled to 64x64, 128x128 and 256x256 tokens (attention_context.CONTEXT_SIDE is 256: a decoder's
 context of a canvas above 2048 px holds that many since 80eb5fd, the 1024 px copy's 128x128
-before). The context's values do not change the cost, so they are random; the tile is the best of
+before), and 256x256 refined as sampled mode refines a decoder's mid-block attention's
+context at this canvas (attention_context.refine_share: 100% more tokens at 16384 px). The context's values do not change the cost, so they are random; the tile is the best of
 two runs. Results: bench/results/context_cost.{json,csv,md}.
 
     python bench/context_cost_bench.py                 # the demo VAE
@@ -18,7 +19,7 @@ from vae_stats_bench import _setup
 
 COLUMNS = ["vae", "context_tokens", "seconds", "vs_no_context"]
 TILE_PX, PADDING_PX, CANVAS_PX = 1024, 96, 16384
-SIDES = [0, 64, 128, 256]
+SIDES = [0, 64, 128, 256, "256 refined"]
 
 
 def measure(vae_name: str) -> list[dict]:
@@ -26,7 +27,7 @@ def measure(vae_name: str) -> list[dict]:
     import torch
 
     from expanse.core import vae_sampled_stats as vs
-    from expanse.core.attention_context import ContextTokens
+    from expanse.core.attention_context import ContextTokens, refine_share
     from expanse.core.tiled_vae import run_frozen
     from expanse.core.tiling import Box
     from expanse.core.vae_program import AttentionPass
@@ -44,21 +45,30 @@ def measure(vae_name: str) -> list[dict]:
                                                                                           lambda *a: None)
     crop = Box(canvas // 2, canvas // 2 + side_in, canvas // 2, canvas // 2 + side_in)
     rows, alone = [], None
-    for side in SIDES:
+    for label in SIDES:
+        side, refined = (256, vs.full_context_passes(program)) if label == "256 refined" else (label, [])
         context = None
         if side:
             context = vs.attention_context(program, canvas, canvas)
             for index, p in enumerate(program.passes):
                 if isinstance(p, AttentionPass):
                     keys, values = (torch.randn(c.out_channels, side, side, generator=g) for c in (p.k, p.v))
-                    context.tokens[index] = ContextTokens.pooled(keys, values, canvas, canvas, side=side)
+                    tokens = ContextTokens.pooled(keys, values, canvas, canvas, side=side)
+                    if index in refined:  # the parts of split cells: more tokens, each in a cell
+                        share = refine_share(*(int(canvas * context.scales[index]),) * 2)
+                        extra = int(share * side * side)
+                        tokens = ContextTokens(*(torch.cat([t, t[:extra]]) for t in (tokens.keys, tokens.values)),
+                                               torch.cat([tokens.centres, tokens.centres[:, :extra]], 1),
+                                               tokens.cell, torch.cat([tokens.log_areas, tokens.log_areas[:extra]]))
+                    context.tokens[index] = tokens
         best = float("inf")
         for _ in range(2):
             start = time.perf_counter()
             run_frozen(program, z, stats, device=cpu, dtype=f32, context=context, at=crop if side else None)
             best = min(best, time.perf_counter() - start)
         alone = alone or best
-        rows.append({"vae": vae_name, "context_tokens": f"{side}x{side}" if side else "none",
+        name = f"{side}x{side}" + (f" + {share:.0%} refined" if refined else "")
+        rows.append({"vae": vae_name, "context_tokens": name if side else "none",
                      "seconds": round(best, 2), "vs_no_context": round(best / alone, 2)})
         print(rows[-1], flush=True)
     return rows

@@ -98,18 +98,24 @@ def psnr(a, ref, which: str) -> float:
     return round(10 * math.log10(peak ** 2 / mse), 2) if mse > 0 else float("inf")
 
 
-def _pooled_label(context_side: int | None) -> str:
-    """What the sweep's method names carry where its context is pooled to context_side a side."""
-    return f" (context pooled to {context_side}x{context_side})" if context_side else ""
+def _pooled_label(context_side: int | None, refine_share: float | None = None) -> str:
+    """What the sweep's method names carry where its context is pooled to context_side a side, or
+    refined by a share other than the pack's."""
+    notes = [f"context pooled to {context_side}x{context_side}"] if context_side else []
+    if refine_share is not None:
+        notes.append(f"refined by {refine_share:.0%}" if refine_share else "not refined")
+    return f" ({', '.join(notes)})" if notes else ""
 
 
 def sweep(vae_name: str, which: str, size: int, tmp: str, limit_gib: float, subset: bool,
-          lattices: list[int] | None = None, context_side: int | None = None) -> None:
+          lattices: list[int] | None = None, context_side: int | None = None,
+          refine_share: float | None = None) -> None:
     """Sampled statistics of every lattice in SWEEP, each measured on exact mode's geometry and on
     sampled mode's tiles, and exact statistics on sampled mode's tiles; one JSON row per line.
     lattices: only these (crops per side), guided, and no rows of exact statistics. context_side:
     the attention context pooled to at most this many tokens a side instead of CONTEXT_SIDE (at
-    2048 px, 128 pools the latent 2x2 as CONTEXT_SIDE does at 4096 px)."""
+    2048 px, 128 pools the latent 2x2 as CONTEXT_SIDE does at 4096 px). refine_share: instead of
+    attention_context.refine_share's (0: the pooled context not refined)."""
     import numpy as np
 
     _, vae = _setup(vae_name, limit_gib)
@@ -126,6 +132,8 @@ def sweep(vae_name: str, which: str, size: int, tmp: str, limit_gib: float, subs
     cpu, f32 = torch.device("cpu"), torch.float32
     if context_side:
         attention_context.CONTEXT_SIDE = context_side
+    if refine_share is not None:
+        attention_context.refine_share = lambda *_, **__: refine_share
     if which == "decode":
         program, x = rv.compile_program(vae, "decoder"), torch.from_numpy(np.load(f"{base}-latent.npy"))[0]
         padding, finish = 96, lambda t: vae.process_output(t.float())
@@ -202,7 +210,7 @@ def sweep(vae_name: str, which: str, size: int, tmp: str, limit_gib: float, subs
                                       whole=x if guided else None, pass_tile_px=256)
             seconds = time.perf_counter() - start
             row = {"method": ("sampled, guided (sweep)" if guided else "sampled, crops alone (sweep)")
-                   + _pooled_label(context_side),
+                   + _pooled_label(context_side, refine_share),
                    "sample": f"{per_side}x{per_side} x {crop_px} px", "seconds": f"{seconds:.1f} (estimate)"}
             if subset or (guided and (per_side, crop_px) == (rv.SAMPLE.per_side, rv.SAMPLE.crop_px)):
                 row["psnr_db"] = score(padded_tiles(stats, context))
@@ -233,6 +241,9 @@ def main() -> None:
                              "statistics; their rows are replaced and every other row is kept")
     parser.add_argument("--context-side", type=int,
                         help="with --lattices: the attention context pooled to at most this many tokens a side")
+    parser.add_argument("--refine-share", type=float,
+                        help="with --lattices: refine the pooled context by this share of extra tokens instead "
+                             "of the pack's (attention_context.refine_share; 0: not refined)")
     parser.add_argument("--worker", nargs=4, metavar=("VAE", "WHICH", "METHOD", "TMP"))
     parser.add_argument("--sweep", nargs=4, metavar=("VAE", "WHICH", "SUBSET", "TMP"))
     args = parser.parse_args()
@@ -242,7 +253,7 @@ def main() -> None:
     if args.sweep:
         vae_name, which, subset, tmp = args.sweep
         sweep(vae_name, which, args.size, tmp, args.memory_limit_gib, subset == "subset", args.lattices,
-              args.context_side)
+              args.context_side, args.refine_share)
         return
 
     import numpy as np
@@ -254,7 +265,7 @@ def main() -> None:
     # Rows of VAEs and directions this run does not measure are kept; --sweep-only keeps the full runs' too.
     path = common.RESULTS / "vae_stats.json"
     kept = json.loads(path.read_text())["rows"] if path.exists() else []
-    pooled = _pooled_label(args.context_side)
+    pooled = _pooled_label(args.context_side, args.refine_share)
     rows = [r for r in kept if r["vae"] not in args.vaes or r["which"] not in args.which
             or (args.sweep_only and not _sweep_row(r))
             or (args.lattices and (r["method"] != "sampled, guided (sweep)" + pooled
@@ -327,6 +338,8 @@ def main() -> None:
                 lattices = ["--lattices", *map(str, args.lattices)] if args.lattices else []
                 if args.context_side:
                     lattices += ["--context-side", str(args.context_side)]
+                if args.refine_share is not None:
+                    lattices += ["--refine-share", str(args.refine_share)]
                 proc = subprocess.Popen([sys.executable, str(script), "--sweep", vae_name, which, subset, tmp,
                                          "--size", str(args.size), "--memory-limit-gib", str(args.memory_limit_gib),
                                          *lattices], stdout=subprocess.PIPE, text=True)

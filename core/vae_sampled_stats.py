@@ -9,7 +9,8 @@ places, so the layout comes from the copy and the full-resolution detail from th
 copy's keys and values (the whole canvas's, where that is the sample) fill the attention context
 every crop and later tile attends to (attention_context). Where the passes before an attention are
 cheap (a decoder's mid block, at the latent's resolution), they run on the whole input instead,
-tile by tile (whole_input_moments): their statistics are exact and the context is the canvas's own.
+tile by tile (whole_input_moments): their statistics are exact and the context is the canvas's own,
+refined where pooled (refine_context).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .attention_context import REFINE_SHARE, AttentionContext, CellPool, Refinement, pooled_size
+from .attention_context import AttentionContext, CellPool, Refinement, pooled_size, refine_share
 from .tiling import Box
 from .vae_geometry import (attention_reach, buffer_scales, input_granularity, input_reach, padding_in, parked_bytes,
                            pass_ticks, prefix_share, shrunk, shrunk_size, tile_boxes)
@@ -397,12 +398,14 @@ def sample_parked_bytes(program: Program, height: int, width: int, sample: Sampl
 
 def context_bytes(program: Program, height: int, width: int, dtype: torch.dtype) -> int:
     """At most what the attention context of an input of height x width takes: every attention
-    pass's pooled keys and values (REFINE_SHARE more where refined), twice (a crop's attention joins
+    pass's pooled keys and values (refine_share more where refined), twice (a crop's attention joins
     a copy to its own)."""
     scale_of = buffer_scales(program)
     refined = [i for i in full_context_passes(program) if _refines(program, i, height, width)]
-    tokens = {i: math.prod(pooled_size(int(height * scale_of[p.src]), int(width * scale_of[p.src])))
-              for i, p in enumerate(program.passes) if isinstance(p, AttentionPass)}
-    return sum(2 * int(n * (1 + REFINE_SHARE * (i in refined))) * (program.passes[i].k.out_channels
-                                                                  + program.passes[i].v.out_channels)
-               for i, n in tokens.items()) * (torch.finfo(dtype).bits // 8)
+    total = 0
+    for i, p in enumerate(program.passes):
+        if isinstance(p, AttentionPass):
+            size = (int(height * scale_of[p.src]), int(width * scale_of[p.src]))
+            share = refine_share(*size) if i in refined else 0.0
+            total += 2 * int(math.prod(pooled_size(*size)) * (1 + share)) * (p.k.out_channels + p.v.out_channels)
+    return total * (torch.finfo(dtype).bits // 8)

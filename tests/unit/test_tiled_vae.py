@@ -641,6 +641,13 @@ def test_a_refined_context_weighs_as_the_pooled_one_did():
         assert any(t.y0 <= cell.y0 and cell.y1 <= t.y1 and t.x0 <= cell.x0 and cell.x1 <= t.x1 for t in tiles)
 
 
+def test_the_refined_share_grows_with_the_cells_area():
+    share = attention_context.refine_share
+    assert share(512, 512) == attention_context.REFINE_SHARE  # 2x2 latent px a cell: SD at 4096 px
+    assert share(512, 512) < share(768, 768) < share(1024, 1024) == attention_context.REFINE_SHARE_MAX
+    assert share(4096, 5120) == attention_context.REFINE_SHARE_MAX  # and no more
+
+
 def test_refining_a_context_brings_its_attention_to_the_unpooled_one():
     """Pooled 2x2 (as a 4096 px canvas's latent is), the context's attention is far from the
     unpooled one where the keys of a few cells differ within them (an edge); refined with 25% more
@@ -654,7 +661,7 @@ def test_refining_a_context_brings_its_attention_to_the_unpooled_one():
     unpooled = _context_attention(queries, attention_context.ContextTokens.pooled(keys, values, 32, 32, side=32))
     tiles = [Box(y, y + 16, x, x + 16) for y in (0, 16) for x in (0, 16)]
     pooled, refined = _refined(keys, values, 16, tiles)
-    assert 256 < refined.keys.shape[0] <= 256 * (1 + attention_context.REFINE_SHARE)
+    assert 256 < refined.keys.shape[0] <= 256 * (1 + attention_context.refine_share(32, 32, 16))
     errors = [rel_l2(_context_attention(queries, t), unpooled) for t in (pooled, refined)]
     print(f"pooled 2x2 {errors[0]:.3f}, refined {errors[1]:.3f}")
     assert errors[1] < errors[0] / 3
@@ -715,7 +722,7 @@ def test_a_decoders_first_passes_run_on_the_whole_input_at_full_resolution(monke
             untiled = refinement.apply(pooled)
         ours, from_copy = contexts[False].tokens[index], contexts[True].tokens[index]
         assert ours.keys.shape == untiled.keys.shape
-        assert min(side, 32) ** 2 <= ours.keys.shape[0] <= min(side, 32) ** 2 * (1 + attention_context.REFINE_SHARE)
+        assert min(side, 32) ** 2 <= ours.keys.shape[0] <= min(side, 32) ** 2 * (1 + attention_context.refine_share(32, 32))
         assert (ours.keys.shape[0] > pooled.keys.shape[0]) == (side < 32)
         assert torch.equal(ours.centres, untiled.centres) and torch.allclose(ours.log_areas, untiled.log_areas)
         copy_side = math.isqrt(from_copy.keys.shape[0])  # the copy is 16 px a side: no finer than that
