@@ -237,6 +237,11 @@ def _refines(program: Program, index: int, height: int, width: int) -> bool:
     return pooled_size(*size) != size
 
 
+def refined_passes(program: Program, height: int, width: int) -> list[int]:
+    """The full_context_passes whose context sampled mode refines for an input of height x width."""
+    return [i for i in full_context_passes(program) if _refines(program, i, height, width)]
+
+
 def refine_context(program: Program, index: int, whole: torch.Tensor, context: AttentionContext, runner: Runner,
                    stats: tuple[torch.Tensor, torch.Tensor]) -> None:
     """Splits the cells of attention pass `index`'s pooled context where the whole input's keys
@@ -376,7 +381,7 @@ def sampled_ticks(program: Program, height: int, width: int, sample: Sample, pad
     if guided and _takes_guide(sample, inner, height, width):
         sizes.append(shrunk_size(height, width, program, sample.guide_px))
         runs = whole_input_passes(program)  # and again for the contexts it refines
-        runs += [i for i in full_context_passes(program) if _refines(program, i, height, width)]
+        runs += refined_passes(program, height, width)
         context = sum(pass_ticks(program, c.height, c.width, sample.pass_tile_px, index)
                       for index in runs for _, c in _whole_input_crops(program, index, height, width))
     return context + sum(pass_ticks(program, h, w, sample.pass_tile_px, len(program.passes) - 1) for h, w in sizes)
@@ -401,7 +406,7 @@ def context_bytes(program: Program, height: int, width: int, dtype: torch.dtype)
     pass's pooled keys and values (refine_share more where refined), twice (a crop's attention joins
     a copy to its own)."""
     scale_of = buffer_scales(program)
-    refined = [i for i in full_context_passes(program) if _refines(program, i, height, width)]
+    refined = refined_passes(program, height, width)
     total = 0
     for i, p in enumerate(program.passes):
         if isinstance(p, AttentionPass):
