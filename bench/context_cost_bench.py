@@ -57,9 +57,7 @@ def measure(vae_name: str) -> list[dict]:
                     if index in refined:  # the parts of split cells: more tokens, each in a cell
                         share = refine_share(*(int(canvas * context.scales[index]),) * 2)
                         extra = int(share * side * side)
-                        tokens = ContextTokens(*(torch.cat([t, t[:extra]]) for t in (tokens.keys, tokens.values)),
-                                               torch.cat([tokens.centres, tokens.centres[:, :extra]], 1),
-                                               tokens.cell, torch.cat([tokens.log_areas, tokens.log_areas[:extra]]))
+                        tokens = tokens.select(torch.arange(side * side + extra) % (side * side))
                     context.tokens[index] = tokens
         best = float("inf")
         for _ in range(2):

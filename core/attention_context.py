@@ -141,6 +141,11 @@ class ContextTokens:
         cell = (height / side[0], width / side[1])
         return ContextTokens(k, v, centres, cell)
 
+    def select(self, index: torch.Tensor) -> "ContextTokens":
+        """The tokens at `index` (a boolean mask or positions, repeats allowed)."""
+        return ContextTokens(self.keys[index], self.values[index], self.centres[:, index], self.cell,
+                             self.log_areas[index])
+
     def cells_within(self, box: Box) -> Box:
         """The largest box inside `box` whose edges lie on the cells' edges: a cell cut by the box's
         edge stays the context's, so no part of the canvas is counted twice or left out."""
@@ -160,9 +165,10 @@ class ContextTokens:
         outside = ~((cy >= seen.y0) & (cy < seen.y1) & (cx >= seen.x0) & (cx < seen.x1))
         if not outside.any():
             return keys, values, None
-        k, v = self.keys[outside].to(keys.dtype), self.values[outside].to(values.dtype)
+        rest = self.select(outside)
+        k, v = rest.keys.to(keys.dtype), rest.values.to(values.dtype)
         bias = torch.zeros(1, 1, keys.shape[1] + k.shape[0], device=keys.device, dtype=keys.dtype)
-        bias[..., keys.shape[1]:] = self.log_areas[outside].to(bias)
+        bias[..., keys.shape[1]:] = rest.log_areas.to(bias)
         return torch.cat([keys, k.unsqueeze(0)], 1), torch.cat([values, v.unsqueeze(0)], 1), bias
 
 

@@ -185,6 +185,12 @@ def whole_input_passes(program: Program) -> list[int]:
     return [i for i, p in enumerate(program.passes[:context[-1] + 1]) if p.norm is not None] if context else []
 
 
+def _pass_size(program: Program, index: int, height: int, width: int) -> tuple[int, int]:
+    """The size of pass `index`'s input for a program input of height x width."""
+    scale = buffer_scales(program)[program.passes[index].src]
+    return int(height * scale), int(width * scale)
+
+
 def _whole_input_crops(program: Program, index: int, height: int, width: int) -> list[tuple[Box, Box]]:
     """(tile, crop) over an input of height x width: the tiles partition it, and each crop is its
     tile grown by the reach of pass `index`'s input (input_reach), so that input over the tile is
@@ -218,7 +224,7 @@ def whole_input_moments(program: Program, index: int, whole: torch.Tensor, conte
     (_whole_input_tiles): the per-channel means of x and x², and (pool) the input pooled to its
     context's size: pooling it pools an attention's keys and values, the GroupNorm and the key and
     value convolutions being affine."""
-    height, width = (int(n * buffer_scales(program)[program.passes[index].src]) for n in whole.shape[-2:])
+    height, width = _pass_size(program, index, *whole.shape[-2:])
     sums = sumsq = cells = None
     for at, x in _whole_input_tiles(program, index, whole, context, runner):
         s1, s2 = channel_sums(x)
@@ -232,8 +238,7 @@ def whole_input_moments(program: Program, index: int, whole: torch.Tensor, conte
 def _refines(program: Program, index: int, height: int, width: int) -> bool:
     """Whether sampled mode refines the context of attention pass `index` (a full_context_passes
     one) of an input of height x width: where it is pooled."""
-    scale = buffer_scales(program)[program.passes[index].src]
-    size = (int(height * scale), int(width * scale))
+    size = _pass_size(program, index, height, width)
     return pooled_size(*size) != size
 
 
@@ -248,8 +253,7 @@ def refine_context(program: Program, index: int, whole: torch.Tensor, context: A
     differ most (attention_context.Refinement), from its keys and values at full resolution: the
     passes before it run again, tile by tile (_whole_input_tiles), now that its statistics are known."""
     p = program.passes[index]
-    height, width = (int(n * buffer_scales(program)[p.src]) for n in whole.shape[-2:])
-    refinement = Refinement(height, width)
+    refinement = Refinement(*_pass_size(program, index, *whole.shape[-2:]))
     for at, x in _whole_input_tiles(program, index, whole, context, runner):
         refinement.add(*runner.key_value_maps(index, p, x, stats, pool=False), at)
     context.tokens[index] = refinement.apply(context.tokens[index])
@@ -315,6 +319,7 @@ def estimate_stats(program: Program, crops: Sequence[torch.Tensor], inner: Seque
         crop_contexts = [context.of_crop(box) for box in crop_boxes]
     crop_contexts.append(None)  # the guide attends to the whole of itself
     from_whole = whole_input_passes(program) if guide is not None and whole is not None else []
+    refined = refined_passes(program, *whole.shape[-2:]) if from_whole else []
     last = len(program.passes) - 1
     for index, p in enumerate(program.passes):
         attention_input = None
@@ -336,7 +341,7 @@ def estimate_stats(program: Program, crops: Sequence[torch.Tensor], inner: Seque
             if attention_input is None:  # not from the whole input: the guide's (the one crop's where it is the whole)
                 attention_input = (guide_parked if guide is not None else buffers[0])[p.src].data
             context.add(index, *runner.key_value_maps(index, p, attention_input, stats[index]))
-            if index in from_whole and _refines(program, index, *whole.shape[-2:]):
+            if index in refined:
                 refine_context(program, index, whole, context, runner, stats[index])
         for (run, parked), crop_context in zip(runs, crop_contexts):
             dst = run.run_pass(index, p, parked, context=crop_context)
@@ -405,12 +410,11 @@ def context_bytes(program: Program, height: int, width: int, dtype: torch.dtype)
     """At most what the attention context of an input of height x width takes: every attention
     pass's pooled keys and values (refine_share more where refined), twice (a crop's attention joins
     a copy to its own)."""
-    scale_of = buffer_scales(program)
     refined = refined_passes(program, height, width)
     total = 0
     for i, p in enumerate(program.passes):
         if isinstance(p, AttentionPass):
-            size = (int(height * scale_of[p.src]), int(width * scale_of[p.src]))
+            size = _pass_size(program, i, height, width)
             share = refine_share(*size) if i in refined else 0.0
             total += 2 * int(math.prod(pooled_size(*size)) * (1 + share)) * (p.k.out_channels + p.v.out_channels)
     return total * (torch.finfo(dtype).bits // 8)
