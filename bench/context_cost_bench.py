@@ -2,9 +2,9 @@
 decoded with frozen statistics, attending to its own keys only and to a large canvas's context
 pooled to 64x64, 128x128 and 256x256 tokens (attention_context.CONTEXT_SIDE is 256: a decoder's
 context of a canvas above 2048 px holds that many since 80eb5fd, the 1024 px copy's 128x128
-before), and 256x256 refined as sampled mode refines a decoder's mid-block attention's
-context at this canvas (attention_context.refine_share: 100% more tokens at 16384 px). The context's values do not change the cost, so they are random; the tile is the best of
-two runs. Results: bench/results/context_cost.{json,csv,md}.
+before), and 256x256 refined as sampled mode refines a decoder's mid-block attention's context
+wherever it is pooled (attention_context.REFINE_SHARE: 100% more tokens). The context's values do
+not change the cost, so they are random; the tile is the best of two runs. Results: bench/results/context_cost.{json,csv,md}.
 
     python bench/context_cost_bench.py                 # the demo VAE
     python bench/context_cost_bench.py --vaes demo sd15
@@ -27,7 +27,7 @@ def measure(vae_name: str) -> list[dict]:
     import torch
 
     from expanse.core import vae_sampled_stats as vs
-    from expanse.core.attention_context import ContextTokens, refine_share
+    from expanse.core.attention_context import REFINE_SHARE, ContextTokens
     from expanse.core.tiled_vae import run_frozen
     from expanse.core.tiling import Box
     from expanse.core.vae_program import AttentionPass
@@ -55,7 +55,7 @@ def measure(vae_name: str) -> list[dict]:
                     keys, values = (torch.randn(c.out_channels, side, side, generator=g) for c in (p.k, p.v))
                     tokens = ContextTokens.pooled(keys, values, canvas, canvas, side=side)
                     if index in refined:  # the parts of split cells: more tokens, each in a cell
-                        share = refine_share(*(int(canvas * context.scales[index]),) * 2)
+                        share = REFINE_SHARE
                         extra = int(share * side * side)
                         tokens = tokens.select(torch.arange(side * side + extra) % (side * side))
                     context.tokens[index] = tokens

@@ -115,7 +115,7 @@ def sweep(vae_name: str, which: str, size: int, tmp: str, limit_gib: float, subs
     lattices: only these (crops per side), guided, and no rows of exact statistics. context_side:
     the attention context pooled to at most this many tokens a side instead of CONTEXT_SIDE (at
     2048 px, 128 pools the latent 2x2 as CONTEXT_SIDE does at 4096 px). refine_share: instead of
-    attention_context.refine_share's (0: the pooled context not refined)."""
+    attention_context.REFINE_SHARE (0: the pooled context not refined)."""
     import numpy as np
 
     _, vae = _setup(vae_name, limit_gib)
@@ -133,7 +133,7 @@ def sweep(vae_name: str, which: str, size: int, tmp: str, limit_gib: float, subs
     if context_side:
         attention_context.CONTEXT_SIDE = context_side
     if refine_share is not None:
-        attention_context.refine_share = lambda *_, **__: refine_share
+        attention_context.REFINE_SHARE = refine_share  # Refinement's default
     if which == "decode":
         program, x = rv.compile_program(vae, "decoder"), torch.from_numpy(np.load(f"{base}-latent.npy"))[0]
         padding, finish = 96, lambda t: vae.process_output(t.float())
@@ -243,7 +243,7 @@ def main() -> None:
                         help="with --lattices: the attention context pooled to at most this many tokens a side")
     parser.add_argument("--refine-share", type=float,
                         help="with --lattices: refine the pooled context by this share of extra tokens instead "
-                             "of the pack's (attention_context.refine_share; 0: not refined)")
+                             "of the pack's (attention_context.REFINE_SHARE; 0: not refined)")
     parser.add_argument("--worker", nargs=4, metavar=("VAE", "WHICH", "METHOD", "TMP"))
     parser.add_argument("--sweep", nargs=4, metavar=("VAE", "WHICH", "SUBSET", "TMP"))
     args = parser.parse_args()

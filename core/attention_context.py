@@ -39,14 +39,14 @@ from .tiling import Box
 CONTEXT_SIDE = 256
 # A context taken from the canvas's keys at full resolution (a decoder's, vae_sampled_stats) splits
 # the cells whose keys differ most into smaller ones (Refinement), adding this share of its tokens
-# where a cell is 2x2 pixels (SD's latent of a 4096 px picture), more in proportion to the cells'
-# area, up to REFINE_SHARE_MAX (refine_share). A cell's mean key is not its softmax where its keys
-# differ, and with SD1.5's VAE (random weights) few cells hold most of that: 5% of them hold 36% of
-# the keys' spread within cells. A 2048 px decode with the 4x4 sample forced (bench/vae_stats_bench.py),
-# the context pooled 2x2 as at 4096 px: 29.4 dB against exact, refined by 25% 39.2 dB; pooled 4x4
-# as at 8192 px: 23.7, refined by 25% 29.4, by 100% 39.1 dB (unpooled: 39.5 dB).
-REFINE_SHARE = 0.25
-REFINE_SHARE_MAX = 1.0
+# wherever it is pooled. A cell's mean key is not its softmax where its keys differ, and with
+# SD1.5's VAE (random weights) few cells hold most of that: 5% of them hold 36% of the keys' spread
+# within cells. A 2048 px decode with the 4x4 sample forced (bench/vae_stats_bench.py), the context
+# pooled 2x2 as at 4096 px: 29.4 dB against exact, refined by 25% 39.2 dB; pooled 4x4 as at
+# 8192 px: 23.7, refined by 25% 29.4, by 100% 39.1 dB (unpooled: 39.5 dB). One share at every
+# size keeps the context's memory and cost the same from the first canvas it is pooled at (4096 px
+# for SD) on: a share growing with the cells' area grew the save's peak with the canvas.
+REFINE_SHARE = 1.0
 # Exact mode's local_attention windows see their neighbours at full resolution already; the rest
 # of the canvas, this coarse, keeps their attention linear in the area.
 WINDOW_CONTEXT_SIDE = 64
@@ -64,14 +64,6 @@ def pooled_size(height: int, width: int, side: int | None = None) -> tuple[int, 
     (default CONTEXT_SIDE)."""
     side = side or CONTEXT_SIDE
     return min(height, side), min(width, side)
-
-
-def refine_share(height: int, width: int, side: int | None = None) -> float:
-    """The share of tokens Refinement adds to the context of a map of height x width pooled to
-    `side` tokens a side (default CONTEXT_SIDE): REFINE_SHARE at 2x2 pixels a cell, growing with
-    the cells' area, at most REFINE_SHARE_MAX."""
-    cells = pooled_size(height, width, side)
-    return min(REFINE_SHARE_MAX, REFINE_SHARE * height * width / (4 * cells[0] * cells[1]))
 
 
 class CellPool:
@@ -184,13 +176,13 @@ class Refinement:
     maps: the canvas's too large to hold whole. In each tile, the cells wholly inside it are split
     in halves along each side (quadrants), the cell or part whose keys' summed squared distance from
     their mean is largest first, until the tile's tokens have grown by `share` (default
-    refine_share; with what earlier tiles left): that distance is what standing for them by their mean loses. A cell across a
-    tile's edge stays whole."""
+    REFINE_SHARE; with what earlier tiles left): that distance is what standing for them by their
+    mean loses. A cell across a tile's edge stays whole."""
 
     def __init__(self, height: int, width: int, *, side: int | None = None, share: float | None = None):
         self.cells = pooled_size(height, width, side)
         self.starts = [_cell_starts(n, c) for n, c in zip((height, width), self.cells)]
-        self.share = refine_share(height, width, side) if share is None else share
+        self.share = REFINE_SHARE if share is None else share
         self.credit = 0.0  # tokens a tile left unspent, for the next: small tiles split at all
         self.split: list[int] = []  # the cells replaced, as indices of the pooled tokens
         self.parents: list[int] = []  # each new token's cell

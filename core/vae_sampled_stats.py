@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .attention_context import AttentionContext, CellPool, Refinement, pooled_size, refine_share
+from .attention_context import REFINE_SHARE, AttentionContext, CellPool, Refinement, pooled_size
 from .tiling import Box
 from .vae_geometry import (attention_reach, buffer_scales, input_granularity, input_reach, padding_in, parked_bytes,
                            pass_ticks, prefix_share, shrunk, shrunk_size, tile_boxes)
@@ -408,13 +408,13 @@ def sample_parked_bytes(program: Program, height: int, width: int, sample: Sampl
 
 def context_bytes(program: Program, height: int, width: int, dtype: torch.dtype) -> int:
     """At most what the attention context of an input of height x width takes: every attention
-    pass's pooled keys and values (refine_share more where refined), twice (a crop's attention joins
+    pass's pooled keys and values (REFINE_SHARE more where refined), twice (a crop's attention joins
     a copy to its own)."""
     refined = refined_passes(program, height, width)
     total = 0
     for i, p in enumerate(program.passes):
         if isinstance(p, AttentionPass):
             size = _pass_size(program, i, height, width)
-            share = refine_share(*size) if i in refined else 0.0
+            share = REFINE_SHARE if i in refined else 0.0
             total += 2 * int(math.prod(pooled_size(*size)) * (1 + share)) * (p.k.out_channels + p.v.out_channels)
     return total * (torch.finfo(dtype).bits // 8)

@@ -445,6 +445,30 @@ def test_sampled_mode_is_deterministic_and_ticks_as_planned(monkeypatch, context
 
 
 
+def test_a_refined_context_holds_as_many_tokens_whatever_the_canvas(monkeypatch):
+    """Sampled mode refines a decoder's pooled context by one share wherever it is pooled, so what
+    the context holds, and context_bytes' bound on it (which sample_park_device counts), is the same
+    for a canvas of four times the area: the save's peak does not grow with the canvas through it (a
+    share growing with the cells' area grew it, bench/results/gigapixel_memory.md)."""
+    monkeypatch.setattr(attention_context, "CONTEXT_SIDE", 12)
+    model = randomize(Autoencoder())
+    prog = compile_decoder(model)
+    monkeypatch.setattr(vae_sampled_stats, "FULL_CONTEXT_TILE_PX", 24 * prog.pixel_scale)  # 24 latent px
+    sample = Sample(per_side=2, crop_px=4 * prog.pixel_scale, border_px=0, guide_px=16 * prog.pixel_scale)
+    held, bounds = [], []
+    for side in (24, 48):  # cells of 2 and 4 latent px (as SD's at 4096 and 8192 px), within the tiles
+        z = torch.randn(4, side, side, generator=torch.Generator().manual_seed(side))
+        _, context = vae_sampled_stats.sampled_stats(prog, side, side, sample, 1,
+                                                     lambda c: z[:, c.y0:c.y1, c.x0:c.x1], whole=z,
+                                                     device=torch.device("cpu"), dtype=torch.float32)
+        refined = vae_sampled_stats.refined_passes(prog, side, side)
+        assert refined and all(context.tokens[i].keys.shape[0] > 144 for i in refined)
+        held.append(sum(t.keys.numel() + t.values.numel() for t in context.tokens.values()) * 4)
+        bounds.append(vae_sampled_stats.context_bytes(prog, side, side, torch.float32))
+    print(f"held {held}, bounds {bounds}")
+    assert held[0] == held[1] and bounds[0] == bounds[1] and 2 * held[0] <= bounds[0]
+
+
 def test_the_estimator_runs_its_passes_in_tiles_with_the_same_statistics(monkeypatch):
     """Sample.pass_tile_px: the crops and the guide run pass by pass in tiles as exact mode does, so
     no convolution reads more than a tile and its halo at once (whole passes of a 1024 px guide take
@@ -641,13 +665,6 @@ def test_a_refined_context_weighs_as_the_pooled_one_did():
         assert any(t.y0 <= cell.y0 and cell.y1 <= t.y1 and t.x0 <= cell.x0 and cell.x1 <= t.x1 for t in tiles)
 
 
-def test_the_refined_share_grows_with_the_cells_area():
-    share = attention_context.refine_share
-    assert share(512, 512) == attention_context.REFINE_SHARE  # 2x2 latent px a cell: SD at 4096 px
-    assert share(512, 512) < share(768, 768) < share(1024, 1024) == attention_context.REFINE_SHARE_MAX
-    assert share(4096, 5120) == attention_context.REFINE_SHARE_MAX  # and no more
-
-
 def test_refining_a_context_brings_its_attention_to_the_unpooled_one():
     """Pooled 2x2 (as a 4096 px canvas's latent is), the context's attention is far from the
     unpooled one where the keys of a few cells differ within them (an edge); refined with 25% more
@@ -660,8 +677,8 @@ def test_refining_a_context_brings_its_attention_to_the_unpooled_one():
     queries = 2 * torch.randn(50, 16, generator=g)
     unpooled = _context_attention(queries, attention_context.ContextTokens.pooled(keys, values, 32, 32, side=32))
     tiles = [Box(y, y + 16, x, x + 16) for y in (0, 16) for x in (0, 16)]
-    pooled, refined = _refined(keys, values, 16, tiles)
-    assert 256 < refined.keys.shape[0] <= 256 * (1 + attention_context.refine_share(32, 32, 16))
+    pooled, refined = _refined(keys, values, 16, tiles, share=0.25)
+    assert 256 < refined.keys.shape[0] <= 256 * 1.25
     errors = [rel_l2(_context_attention(queries, t), unpooled) for t in (pooled, refined)]
     print(f"pooled 2x2 {errors[0]:.3f}, refined {errors[1]:.3f}")
     assert errors[1] < errors[0] / 3
@@ -722,7 +739,7 @@ def test_a_decoders_first_passes_run_on_the_whole_input_at_full_resolution(monke
             untiled = refinement.apply(pooled)
         ours, from_copy = contexts[False].tokens[index], contexts[True].tokens[index]
         assert ours.keys.shape == untiled.keys.shape
-        assert min(side, 32) ** 2 <= ours.keys.shape[0] <= min(side, 32) ** 2 * (1 + attention_context.refine_share(32, 32))
+        assert min(side, 32) ** 2 <= ours.keys.shape[0] <= min(side, 32) ** 2 * (1 + attention_context.REFINE_SHARE)
         assert (ours.keys.shape[0] > pooled.keys.shape[0]) == (side < 32)
         assert torch.equal(ours.centres, untiled.centres) and torch.allclose(ours.log_areas, untiled.log_areas)
         copy_side = math.isqrt(from_copy.keys.shape[0])  # the copy is 16 px a side: no finer than that
