@@ -1,10 +1,11 @@
-"""A picture that arrives tile by tile, turned into rows, row windows and a pyramid of halved
-levels without ever holding it whole: the geometry and the pixel work behind Save Large Image
+"""A picture that arrives tile by tile, turned into boxes, rows, row windows and a pyramid of
+halved levels without ever holding it whole: the geometry and the pixel work behind Save Large Image
 (runtime.large_image writes the files). Pixels are uint8 numpy arrays (rows, width, channels).
 
-- RowAssembler takes finished tiles (boxes on the picture, in any order that completes rows from
-  the top) and hands on runs of complete rows, top to bottom.
-- RowWindows cuts that stream into windows of rows (a file's tile rows; Deep Zoom's overlapping
+- RowSpill takes finished tiles (boxes on the picture, in any order that completes rows from
+  the top) into files, says how many rows from the top are complete, and reads back any box of
+  them, so that a band of rows as wide as the picture never sits in memory.
+- RowWindows cuts a stream of rows into windows (a file's tile rows; Deep Zoom's overlapping
   tile rows), keeping only the rows a window still needs.
 - Halver makes the next pyramid level: 2x2 box averages, sides rounded up (an odd last row or
   column is averaged with itself), as the Deep Zoom format sizes its levels.
@@ -12,6 +13,7 @@ levels without ever holding it whole: the geometry and the pixel work behind Sav
 from __future__ import annotations
 
 import math
+import os
 from typing import Callable, Sequence
 
 import numpy as np
@@ -21,48 +23,117 @@ from .tiling import Box
 Rows = Callable[[np.ndarray], None]  # a run of complete rows, the next ones down
 
 
-class RowAssembler:
-    """Collects tiles of a height x width x channels picture; every run of rows that is complete
-    from the top goes to `emit` (a view, not a copy). Holds only rows that are not complete yet
-    (for tiles that come in rows, one row of tiles), in chunks as the tiles' rows first appear."""
+def _write_all(file, data: np.ndarray) -> None:
+    view = memoryview(np.ascontiguousarray(data)).cast("B")
+    while view:
+        view = view[file.write(view):]
 
-    def __init__(self, height: int, width: int, channels: int, emit: Rows):
-        self.height, self.width, self.channels, self.emit = height, width, channels, emit
-        self.top = 0  # rows above are emitted
-        self.end = 0  # rows above have a chunk
-        self.chunks: list[tuple[int, np.ndarray, np.ndarray]] = []  # (first row, pixels, pixels written per row)
+
+def read_rows(file, first_row: int, row_width: int, box: Box, out: np.ndarray) -> None:
+    """Reads `box` (rows counted from the picture's top) from `file`, which holds the picture's
+    rows from `first_row` on, each `row_width` pixels of out's channels, into `out` (box-sized,
+    C-contiguous): one read for whole rows, else one per row."""
+    pixel = out.shape[-1] * out.itemsize
+    runs = [(box.y0, out)] if box.width == row_width else [(y, out[y - box.y0:y - box.y0 + 1])
+                                                             for y in range(box.y0, box.y1)]
+    for y, part in runs:
+        file.seek(((y - first_row) * row_width + box.x0) * pixel)
+        view = memoryview(part).cast("B")
+        while view:
+            got = file.readinto(view)
+            if not got:
+                raise OSError(f"{getattr(file, 'name', 'a file')} ends before row {y}")
+            view = view[got:]
+
+
+class _RowFile:
+    """A run of rows [start, start + rows) in a file of its own, and how many pixels of each are in."""
+
+    def __init__(self, path: str, start: int, rows: int):
+        self.path, self.start, self.rows = path, start, rows
+        self.file = open(path, "w+b", buffering=0)
+        self.filled = np.zeros(rows, np.int64)
+
+    @property
+    def end(self) -> int:
+        return self.start + self.rows
+
+
+class RowSpill:
+    """Collects tiles of a height x width x channels picture (boxes in any order that completes
+    rows from the top) in files in `folder`, one per run of rows as the tiles' rows first appear,
+    until released. The rows in flight (with tiles that come in rows, a row of tiles as wide as the
+    picture) so sit in the system's page cache, which it can write out, instead of in this
+    process's memory, and what the process holds does not grow with the picture's width.
+    `complete` rows from the top are in; read() gives back any box of them not yet released."""
+
+    def __init__(self, height: int, width: int, channels: int, folder: str):
+        self.height, self.width, self.channels, self.folder = height, width, channels, folder
+        self.complete = 0  # rows above are in
+        self.released = 0  # rows above are gone
+        self.files: list[_RowFile] = []
+
+    @property
+    def _end(self) -> int:
+        return self.files[-1].end if self.files else self.released
 
     def add(self, box: Box, tile: np.ndarray) -> None:
-        if box.y0 < self.top or box.y1 > self.height or box.x0 < 0 or box.x1 > self.width:
-            raise ValueError(f"tile {box} lies outside rows {self.top}..{self.height} of a picture "
+        if box.y0 < self.complete or box.y1 > self.height or box.x0 < 0 or box.x1 > self.width:
+            raise ValueError(f"tile {box} lies outside rows {self.complete}..{self.height} of a picture "
                              f"{self.width} px wide")
         if tile.shape != (box.height, box.width, self.channels):
             raise ValueError(f"tile of shape {tile.shape} for box {box}")
-        if box.y1 > self.end:
-            rows = box.y1 - self.end
-            self.chunks.append((self.end, np.empty((rows, self.width, self.channels), np.uint8),
-                                np.zeros(rows, np.int64)))
-            self.end = box.y1
-        for start, pixels, filled in self.chunks:
-            y0, y1 = max(box.y0, start), min(box.y1, start + len(pixels))
-            if y0 < y1:
-                pixels[y0 - start:y1 - start, box.x0:box.x1] = tile[y0 - box.y0:y1 - box.y0]
-                filled[y0 - start:y1 - start] += box.width
-        while self.chunks:
-            start, pixels, filled = self.chunks[0]
-            done = int(np.argmin(filled >= self.width)) if (filled < self.width).any() else len(filled)
-            if done == 0:
-                break
-            if done == len(filled):
-                self.chunks.pop(0)
+        if box.y1 > self._end:
+            start = self._end
+            self.files.append(_RowFile(os.path.join(self.folder, f"rows{start}.raw"), start, box.y1 - start))
+        row_bytes = self.width * self.channels
+        for rows in self.files:
+            y0, y1 = max(box.y0, rows.start), min(box.y1, rows.end)
+            if y0 >= y1:
+                continue
+            part = tile[y0 - box.y0:y1 - box.y0]
+            if box.width == self.width:
+                rows.file.seek((y0 - rows.start) * row_bytes)
+                _write_all(rows.file, part)
             else:
-                self.chunks[0] = (start + done, pixels[done:], filled[done:])
-            self.top += done
-            self.emit(pixels[:done])
+                for i, y in enumerate(range(y0, y1)):
+                    rows.file.seek((y - rows.start) * row_bytes + box.x0 * self.channels)
+                    _write_all(rows.file, part[i])
+            rows.filled[y0 - rows.start:y1 - rows.start] += box.width
+        for rows in self.files:
+            if rows.end <= self.complete:
+                continue
+            short = np.flatnonzero(rows.filled[self.complete - rows.start:] < self.width)
+            self.complete = rows.end if not len(short) else self.complete + int(short[0])
+            if len(short):
+                break
 
-    @property
-    def complete(self) -> bool:
-        return self.top == self.height
+    def read(self, box: Box) -> np.ndarray:
+        if box.y0 < self.released or box.y1 > self.complete or box.x0 < 0 or box.x1 > self.width:
+            raise ValueError(f"rows {box.y0}..{box.y1} are not held: rows {self.released}..{self.complete} are")
+        out = np.empty((box.height, box.width, self.channels), np.uint8)
+        for rows in self.files:
+            y0, y1 = max(box.y0, rows.start), min(box.y1, rows.end)
+            if y0 < y1:
+                read_rows(rows.file, rows.start, self.width, Box(y0, y1, box.x0, box.x1),
+                          out[y0 - box.y0:y1 - box.y0])
+        return out
+
+    def release(self, row: int) -> None:
+        """Rows above `row` are no longer needed: files that hold only such rows go."""
+        self.released = max(self.released, min(row, self.complete))
+        while self.files and self.files[0].end <= self.released:
+            self._remove(self.files.pop(0))
+
+    def close(self) -> None:
+        """Removes every file still held."""
+        while self.files:
+            self._remove(self.files.pop())
+
+    @staticmethod
+    def _remove(rows: _RowFile) -> None:
+        rows.file.close()
+        os.remove(rows.path)
 
 
 class RowWindows:

@@ -2,11 +2,15 @@
 into a tiled, pyramidal, compressed BigTIFF, and optionally a Deep Zoom picture (.dzi and a folder
 of tiles), never holding the picture whole.
 
-The decode's tiles are assembled into rows (core.large_image); every 256 rows become a row of TIFF
-tiles, handed to tifffile, which compresses and writes them in a thread of its own while the
-decode goes on. The same rows are halved level by level as they arrive; each lower level goes to
-a raw file of its own with plain writes (the smaller levels are a third of the picture's size in
-all) and into the TIFF once the full-size level is written. Deep Zoom tiles are written as soon
+The decode's tiles go into raw files as they come (core.large_image.RowSpill): a row of decode
+tiles is as wide as the picture (48 MiB at 16384 px), so it waits in the system's page cache, not
+in this process. Every 256 rows complete are read back as a row of TIFF tiles, a few tiles at a
+time, and handed to tifffile, which compresses and writes them in a thread of its own while the
+decode goes on. The same rows, read back in runs of a few MiB, are halved level by level; each
+lower level goes to a raw file of its own with plain writes (the smaller levels are a third of
+the picture's size in all) and into the TIFF once the full-size level is written. What the save
+holds in memory is so the same whatever the picture's width, but for Deep Zoom, whose levels
+each keep a row of their tiles (256 rows as wide as the level: about 24 MiB in all at 16384 px). Deep Zoom tiles are written as soon
 as their rows are in, at every level. Everything is written into a hidden folder beside the final
 files and moved into place at the end, so a cancelled or failed save leaves neither a half-written
 file under the final name nor anything else behind.
@@ -34,7 +38,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..core.large_image import (Halver, RowAssembler, RowWindows, deep_zoom_levels, pyramid_sizes, tile_spans)
+from ..core.large_image import (Halver, RowSpill, RowWindows, deep_zoom_levels, pyramid_sizes, read_rows,
+                                tile_spans)
 from ..core.tiling import Box
 from . import vae as runtime_vae
 from .host import progress_ticker
@@ -42,6 +47,10 @@ from .host import progress_ticker
 log = logging.getLogger("expanse")
 
 TIFF_TILE = 256
+TIFF_GROUP = 8  # TIFF tiles read back from a spilled row at once (a 1.5 MiB block)
+TIFF_QUEUE = 32  # TIFF tiles waiting for tifffile's thread at most (6 MiB)
+TIFF_BATCH = 16  # TIFF tiles tifffile gathers before compressing them (3 MiB)
+ROW_RUN_BYTES = 4 << 20  # rows read back for the pyramid at once, at most (but two)
 OVERVIEW_PX = 1024  # the smallest level's longest side is at most this
 DEEP_ZOOM_TILE, DEEP_ZOOM_OVERLAP = 254, 1  # 256 px tiles with their overlap, as Deep Zoom's tools make them
 DEEP_ZOOM_FORMAT, DEEP_ZOOM_QUALITY = "jpg", 90
@@ -95,10 +104,18 @@ def save_target(node: str, filename_prefix: str, width: int, height: int) -> tup
 
 def _write_page(writer, tiles, height: int, width: int, options: dict, **extra) -> None:
     """One page of tiles (rows of tiles, top to bottom) written by tifffile. It gathers buffersize
-    bytes of tiles before compressing them (256 MB by default): here one row of tiles."""
-    across = len(tile_spans(width, TIFF_TILE))
+    bytes of tiles before compressing them (256 MB by default): here TIFF_BATCH tiles."""
     writer.write(tiles, shape=(height, width, 3), dtype=np.uint8, tile=(TIFF_TILE, TIFF_TILE), photometric="rgb",
-                 maxworkers=2, buffersize=TIFF_TILE * TIFF_TILE * 3 * across, **options, **extra)
+                 maxworkers=2, buffersize=TIFF_TILE * TIFF_TILE * 3 * TIFF_BATCH, **options, **extra)
+
+
+def _row_of_tiles(read: Callable[[Box], np.ndarray], y0: int, y1: int, width: int):
+    """The TIFF tiles of rows y0..y1 of a picture `width` wide, read TIFF_GROUP tiles at a time."""
+    group = TIFF_TILE * TIFF_GROUP
+    for g0 in range(0, width, group):
+        block = read(Box(y0, y1, g0, min(width, g0 + group)))
+        for x0 in range(0, block.shape[1], TIFF_TILE):
+            yield block[:, x0:x0 + TIFF_TILE]
 
 
 class _Aborted(Exception):
@@ -110,12 +127,11 @@ _ABORT = object()
 
 class _StreamedPage:
     """One TIFF page written by tifffile in a thread of its own, from tiles handed over with put()
-    in the file's order (rows of tiles, top to bottom). At most a row of tiles waits."""
+    in the file's order (rows of tiles, top to bottom). At most TIFF_QUEUE tiles wait."""
 
     def __init__(self, writer, height: int, width: int, options: dict):
         self.count = len(tile_spans(height, TIFF_TILE)) * len(tile_spans(width, TIFF_TILE))
-        across = len(tile_spans(width, TIFF_TILE))
-        self.queue: queue.Queue = queue.Queue(maxsize=across)
+        self.queue: queue.Queue = queue.Queue(maxsize=TIFF_QUEUE)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._write, name="expanse-tiff-writer", daemon=True,
                                        args=(writer, height, width, options))
@@ -180,12 +196,13 @@ class _Spool:
         self.file.close()
 
     def tiles(self, tick: Callable[[], None]):
-        row_bytes = self.width * 3
-        with open(self.path, "rb") as f:
+        with open(self.path, "rb", buffering=0) as f:
+            def read(box: Box) -> np.ndarray:
+                out = np.empty((box.height, box.width, 3), np.uint8)
+                read_rows(f, 0, self.width, box, out)
+                return out
             for y0, y1 in tile_spans(self.height, TIFF_TILE):
-                block = np.frombuffer(f.read((y1 - y0) * row_bytes), np.uint8).reshape(y1 - y0, self.width, 3)
-                for x0, x1 in tile_spans(self.width, TIFF_TILE):
-                    yield block[:, x0:x1]
+                yield from _row_of_tiles(read, y0, y1, self.width)
                 tick()
 
 
@@ -230,12 +247,18 @@ class LargeImageFile:
         self.deep_zoom = deep_zoom
         self.writer = None
         self.page: _StreamedPage | None = None
+        self.spill: RowSpill | None = None
         self.spools: list[_Spool] = []
         self.overview: list[np.ndarray] = []
         try:
             self.writer = tifffile.TiffWriter(self._work_path(".tif"), bigtiff=True)
             self.page = _StreamedPage(self.writer, height, width, self.options)
-            # Level k's consumers: the TIFF (level 0 streamed, the others spooled), the overview
+            self.spill = RowSpill(height, width, 3, self.work)
+            self.tiff_rows = tile_spans(height, TIFF_TILE)
+            self.next_tiff_row = 0  # the first row of TIFF tiles not yet handed to the page
+            self.run_rows = max(2, ROW_RUN_BYTES // (width * 3) // 2 * 2)
+            self.emitted = 0  # rows above are read back for the pyramid
+            # Level k's consumers: the TIFF (level 0 read from the spill, the others spooled), the overview
             # (the last TIFF level, kept for the preview), Deep Zoom's level, the next level's Halver.
             self.halvers: list[Halver] = []
             consumers: list[Callable[[np.ndarray], None]] = []
@@ -243,10 +266,7 @@ class LargeImageFile:
             size = (height, width)
             for k in range(levels):
                 outs = []
-                if k == 0:
-                    tiles = RowWindows(height, tile_spans(height, TIFF_TILE), self._level_zero_row)
-                    outs.append(tiles.add)
-                elif k < len(self.tiff_sizes):
+                if 0 < k < len(self.tiff_sizes):
                     spool = _Spool(os.path.join(self.work, f"level{k}.raw"), *size)
                     self.spools.append(spool)
                     outs.append(spool.add)
@@ -264,7 +284,7 @@ class LargeImageFile:
                     self.halvers.insert(0, halver)
                     outs = [*outs, halver.add]
                 consumers[k] = outs
-            self.rows = RowAssembler(height, width, 3, self._fan_out(consumers[0]))
+            self.emit_rows = self._fan_out(consumers[0])
         except BaseException:
             self.abort()
             raise
@@ -282,19 +302,32 @@ class LargeImageFile:
     def final_path(self, suffix: str) -> str:
         return os.path.join(self.folder, self.name + suffix)
 
-    def _level_zero_row(self, _: int, rows: np.ndarray) -> None:
-        for x0, x1 in tile_spans(self.width, TIFF_TILE):
-            self.page.put(rows[:, x0:x1])
-
     def add(self, box: Box, pixels: torch.Tensor) -> None:
         """A decoded tile: float (h, w, channels) in 0..1, converted to 8 bits as SaveImage does."""
         tile = (pixels[..., :3].float() * 255.0).clamp(0, 255).to(torch.uint8).cpu().numpy()
-        self.rows.add(box, tile)
+        self.spill.add(box, tile)
+        self._hand_on()
+
+    def _hand_on(self) -> None:
+        """The complete rows not handed on yet, read back from the spill: rows of TIFF tiles to the
+        page, runs of rows to the pyramid; then the spill lets go of what neither still needs."""
+        complete = self.spill.complete
+        while self.next_tiff_row < len(self.tiff_rows) and self.tiff_rows[self.next_tiff_row][1] <= complete:
+            for tile in _row_of_tiles(self.spill.read, *self.tiff_rows[self.next_tiff_row], self.width):
+                self.page.put(tile)
+            self.next_tiff_row += 1
+        while self.emitted < complete:
+            end = min(complete, self.emitted + self.run_rows)
+            self.emit_rows(self.spill.read(Box(self.emitted, end, 0, self.width)))
+            self.emitted = end
+        tiff_needs = self.tiff_rows[self.next_tiff_row][0] if self.next_tiff_row < len(self.tiff_rows) else self.height
+        self.spill.release(min(tiff_needs, self.emitted))
 
     def finish(self) -> np.ndarray:
         """Writes the lower levels, moves the files into place; returns the overview (uint8 HWC)."""
-        if not self.rows.complete:
-            raise RuntimeError(f"the decode delivered {self.rows.top} of {self.height} rows")
+        if self.spill.complete < self.height:
+            raise RuntimeError(f"the decode delivered {self.spill.complete} of {self.height} rows")
+        self.spill.close()
         for halver in self.halvers:
             halver.finish()
         self.page.finish()
@@ -318,6 +351,8 @@ class LargeImageFile:
         """Stops the writer and removes everything this save wrote."""
         if self.page is not None:
             self.page.abort()
+        if self.spill is not None:
+            self.spill.close()
         for spool in self.spools:
             spool.file.close()
         if self.writer is not None:

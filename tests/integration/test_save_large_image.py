@@ -130,6 +130,28 @@ def test_pyramid_levels_and_deep_zoom(node, tiny_vae, output_dir, runtime, monke
     assert not [p for p in (output_dir / "Expanse").iterdir() if p.name.startswith(".")]
 
 
+def test_small_read_backs_make_the_same_file(node, tiny_vae, output_dir, runtime, monkeypatch):
+    """The spilled rows read back in the smallest pieces (TIFF tiles of 64 px two at a time, one
+    waiting for the writer, runs of two rows for the pyramid) give the same levels as the decode."""
+    import tifffile
+
+    runtime_vae, large = runtime
+    for name, value in [("TIFF_TILE", 64), ("TIFF_GROUP", 2), ("TIFF_QUEUE", 1), ("TIFF_BATCH", 1),
+                        ("ROW_RUN_BYTES", 1), ("OVERVIEW_PX", 200)]:
+        monkeypatch.setattr(large, name, value)
+    samples = latent(height=80, width=44)  # 640 x 352 px: 5 1/2 tiles across, in three groups
+    expected = as_uint8(runtime_vae.decode("test", tiny_vae, samples["samples"], mode="fast")[0])
+    save(node, tiny_vae, samples)
+    with tifffile.TiffFile(output_dir / "Expanse" / "large_00001_.tif") as tif:
+        levels = [level.asarray() for level in tif.series[0].levels]
+    assert [level.shape for level in levels] == [(640, 352, 3), (320, 176, 3), (160, 88, 3)]
+    np.testing.assert_array_equal(levels[0], expected)
+    full = expected.astype(np.uint16)
+    box = (full[0::2, 0::2] + full[1::2, 0::2] + full[0::2, 1::2] + full[1::2, 1::2] + 2) >> 2
+    np.testing.assert_array_equal(levels[1], box)
+    assert files(output_dir) == ["Expanse", "Expanse/large_00001_.tif"]
+
+
 def test_batch_saves_one_file_per_picture_with_counters(node, tiny_vae, output_dir):
     (output_dir / "Expanse").mkdir()
     (output_dir / "Expanse" / "large_00004_.png").write_bytes(b"")  # a SaveImage file: the counter goes on
