@@ -23,26 +23,37 @@ from .tiling import Box
 Rows = Callable[[np.ndarray], None]  # a run of complete rows, the next ones down
 
 
-def _write_all(file, data: np.ndarray) -> None:
-    view = memoryview(np.ascontiguousarray(data)).cast("B")
-    while view:
-        view = view[file.write(view):]
+def _row_runs(first_row: int, row_width: int, box: Box, pixels: np.ndarray):
+    """(byte offset, pixels) of each contiguous run of `box` in a file that holds a picture's rows
+    from `first_row` on, each `row_width` pixels: one run for whole rows, else one per row."""
+    pixel = pixels.shape[-1] * pixels.itemsize
+    if box.width == row_width:
+        yield (box.y0 - first_row) * row_width * pixel, pixels
+    else:
+        for i, y in enumerate(range(box.y0, box.y1)):
+            yield ((y - first_row) * row_width + box.x0) * pixel, pixels[i:i + 1]
+
+
+def write_rows(file, first_row: int, row_width: int, box: Box, pixels: np.ndarray) -> None:
+    """Writes `pixels` (box-sized) at `box` (rows counted from the picture's top) into `file`, which
+    holds the picture's rows from `first_row` on, each `row_width` pixels."""
+    for offset, part in _row_runs(first_row, row_width, box, pixels):
+        file.seek(offset)
+        view = memoryview(np.ascontiguousarray(part)).cast("B")
+        while view:
+            view = view[file.write(view):]
 
 
 def read_rows(file, first_row: int, row_width: int, box: Box, out: np.ndarray) -> None:
-    """Reads `box` (rows counted from the picture's top) from `file`, which holds the picture's
-    rows from `first_row` on, each `row_width` pixels of out's channels, into `out` (box-sized,
-    C-contiguous): one read for whole rows, else one per row."""
-    pixel = out.shape[-1] * out.itemsize
-    runs = [(box.y0, out)] if box.width == row_width else [(y, out[y - box.y0:y - box.y0 + 1])
-                                                             for y in range(box.y0, box.y1)]
-    for y, part in runs:
-        file.seek(((y - first_row) * row_width + box.x0) * pixel)
+    """Reads `box` from such a file (write_rows) into `out` (box-sized, C-contiguous)."""
+    for offset, part in _row_runs(first_row, row_width, box, out):
+        file.seek(offset)
         view = memoryview(part).cast("B")
+        end = offset + len(view)
         while view:
             got = file.readinto(view)
             if not got:
-                raise OSError(f"{getattr(file, 'name', 'a file')} ends before row {y}")
+                raise OSError(f"{getattr(file, 'name', 'a file')} ends before byte {end}")
             view = view[got:]
 
 
@@ -86,20 +97,12 @@ class RowSpill:
         if box.y1 > self._end:
             start = self._end
             self.files.append(_RowFile(os.path.join(self.folder, f"rows{start}.raw"), start, box.y1 - start))
-        row_bytes = self.width * self.channels
         for rows in self.files:
             y0, y1 = max(box.y0, rows.start), min(box.y1, rows.end)
-            if y0 >= y1:
-                continue
-            part = tile[y0 - box.y0:y1 - box.y0]
-            if box.width == self.width:
-                rows.file.seek((y0 - rows.start) * row_bytes)
-                _write_all(rows.file, part)
-            else:
-                for i, y in enumerate(range(y0, y1)):
-                    rows.file.seek((y - rows.start) * row_bytes + box.x0 * self.channels)
-                    _write_all(rows.file, part[i])
-            rows.filled[y0 - rows.start:y1 - rows.start] += box.width
+            if y0 < y1:
+                write_rows(rows.file, rows.start, self.width, Box(y0, y1, box.x0, box.x1),
+                           tile[y0 - box.y0:y1 - box.y0])
+                rows.filled[y0 - rows.start:y1 - rows.start] += box.width
         for rows in self.files:
             if rows.end <= self.complete:
                 continue

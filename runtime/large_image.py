@@ -10,10 +10,10 @@ decode goes on. The same rows, read back in runs of a few MiB, are halved level 
 lower level goes to a raw file of its own with plain writes (the smaller levels are a third of
 the picture's size in all) and into the TIFF once the full-size level is written. What the save
 holds in memory is so the same whatever the picture's width, but for Deep Zoom, whose levels
-each keep a row of their tiles (256 rows as wide as the level: about 24 MiB in all at 16384 px). Deep Zoom tiles are written as soon
-as their rows are in, at every level. Everything is written into a hidden folder beside the final
-files and moved into place at the end, so a cancelled or failed save leaves neither a half-written
-file under the final name nor anything else behind.
+each keep a row of their tiles (256 rows as wide as the level: about 24 MiB in all at 16384 px).
+Deep Zoom tiles are written as soon as their rows are in, at every level. Everything is written
+into a hidden folder beside the final files and moved into place at the end, so a cancelled or
+failed save leaves neither a half-written file under the final name nor anything else behind.
 
 The TIFF's levels are its pages, full size first, each lower one marked reduced-resolution
 (NewSubfileType 1), down to an overview whose longest side is at most OVERVIEW_PX: tifffile reads

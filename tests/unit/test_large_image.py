@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from expanse.core.large_image import (Halver, RowSpill, RowWindows, deep_zoom_levels, halved_size, pyramid_sizes,
-                                      read_rows, tile_spans)
+                                      read_rows, tile_spans, write_rows)
 from expanse.core.tiling import Box, grid, spans
 
 
@@ -78,6 +78,15 @@ def test_a_tile_outside_the_picture_or_of_the_wrong_shape_is_refused(tmp_path):
         rows.add(next(grid(16, 8, 16, 8)), np.zeros((16, 8, 3), np.uint8))
     with pytest.raises(ValueError, match="shape"):
         rows.add(Box(0, 4, 0, 4), np.zeros((4, 5, 3), np.uint8))
+
+
+def test_write_rows_puts_boxes_where_the_rows_are(tmp_path):
+    image = picture(12, 9)
+    path = tmp_path / "rows.raw"
+    with open(path, "w+b", buffering=0) as f:  # the file holds rows 4.. of the picture
+        for box in [Box(4, 8, 0, 9), Box(8, 12, 0, 3), Box(8, 12, 3, 9)]:  # whole rows, then parts of rows
+            write_rows(f, 4, 9, box, image[box.y0:box.y1, box.x0:box.x1])
+    assert path.read_bytes() == image[4:].tobytes()
 
 
 def test_read_rows_reads_a_box_of_a_file_of_rows(tmp_path):
