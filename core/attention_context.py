@@ -184,11 +184,19 @@ class Refinement:
         self.starts = [_cell_starts(n, c) for n, c in zip((height, width), self.cells)]
         self.share = REFINE_SHARE if share is None else share
         self.credit = 0.0  # tokens a tile left unspent, for the next: small tiles split at all
-        self.split: list[int] = []  # the cells replaced, as indices of the pooled tokens
-        self.parents: list[int] = []  # each new token's cell
-        self.keys: list[torch.Tensor] = []
-        self.values: list[torch.Tensor] = []
-        self.shares: list[float] = []  # each new token's share of its cell's pixels
+        cells = self.cells[0] * self.cells[1]
+        self.split = torch.zeros(cells, dtype=torch.bool)  # the cells replaced
+        # The new tokens go into tensors made once, for as many as there can be: a split cell has
+        # one token more than the tokens it added (at most share per cell in all), and no more
+        # than its pixels. Tokens kept tile by tile in pieces of their own (hundreds of small
+        # tensors at 16384 px) scattered the allocator's heap, which kept 0.1 GB after they went.
+        # Pages never written are never resident, so the bound costs address space only.
+        self.capacity = min(int(2 * self.share * cells) + 1, height * width)
+        self.count = 0  # new tokens so far
+        self.parents = torch.zeros(self.capacity, dtype=torch.long)  # each new token's cell
+        self.shares = torch.zeros(self.capacity, dtype=torch.float64)  # its share of its cell's pixels
+        self.keys: torch.Tensor | None = None  # (capacity, C), made at the first tile (C is its)
+        self.values: torch.Tensor | None = None
 
     def _cells_inside(self, lo: int, hi: int, axis: int) -> list[int]:
         starts = self.starts[axis]
@@ -229,23 +237,31 @@ class Refinement:
         areas = [(b - a) * (d - c) for a, b, c, d in parts]
         cell_area = {cell: (c - a) * (d - b) for (a, b), (c, d), cell in
                      ((rect[::2], rect[1::2], cell) for rect, cell in zip(rects, cells))}
-        self.split += sorted(split)
-        self.parents += [cell for _, cell in leaves]
-        self.shares += [area / cell_area[cell] for area, (_, cell) in zip(areas, leaves)]
-        self.keys.append(sums.means(parts, areas))
-        self.values.append(_Integral(values).means(parts, areas))
+        if self.keys is None:
+            self.keys, self.values = (torch.empty(self.capacity, t.shape[0]) for t in (keys, values))
+        split = torch.tensor(sorted(split))
+        if self.split[split].any():  # and the bound above would not hold
+            raise ValueError("Refinement.add: a cell was split by two tiles; the tiles must not overlap")
+        self.split[split] = True
+        new = slice(self.count, self.count + len(leaves))
+        self.parents[new] = torch.tensor([cell for _, cell in leaves])
+        self.shares[new] = torch.tensor([area / cell_area[cell] for area, (_, cell) in zip(areas, leaves)],
+                                        dtype=torch.float64)
+        self.keys[new] = sums.means(parts, areas)
+        self.values[new] = _Integral(values).means(parts, areas)
+        self.count = new.stop
 
     def apply(self, tokens: ContextTokens) -> ContextTokens:
         """`tokens` (the pooled context of the whole canvas) with the split cells replaced by
         their parts, which share their cell's weight by their pixels."""
-        if not self.split:
+        if not self.count:
             return tokens
-        keep = torch.ones(tokens.keys.shape[0], dtype=torch.bool, device=tokens.keys.device)
-        keep[self.split] = False
-        parents = torch.tensor(self.parents, device=tokens.keys.device)
-        shares = torch.tensor(self.shares, dtype=tokens.log_areas.dtype, device=tokens.keys.device)
-        return ContextTokens(torch.cat([tokens.keys[keep], torch.cat(self.keys).to(tokens.keys)]),
-                             torch.cat([tokens.values[keep], torch.cat(self.values).to(tokens.values)]),
+        device = tokens.keys.device
+        keep = ~self.split.to(device)
+        parents = self.parents[:self.count].to(device)
+        shares = self.shares[:self.count].to(dtype=tokens.log_areas.dtype, device=device)
+        return ContextTokens(torch.cat([tokens.keys[keep], self.keys[:self.count].to(tokens.keys)]),
+                             torch.cat([tokens.values[keep], self.values[:self.count].to(tokens.values)]),
                              torch.cat([tokens.centres[:, keep], tokens.centres[:, parents]], 1), tokens.cell,
                              torch.cat([tokens.log_areas[keep], tokens.log_areas[parents] + shares.log()]))
 

@@ -665,6 +665,17 @@ def test_a_refined_context_weighs_as_the_pooled_one_did():
         assert any(t.y0 <= cell.y0 and cell.y1 <= t.y1 and t.x0 <= cell.x0 and cell.x1 <= t.x1 for t in tiles)
 
 
+def test_a_refinement_refuses_tiles_that_split_a_cell_twice():
+    """Its new tokens are bounded by the cells' count (their memory is made once, for as many as
+    there can be), which tiles overlapping on a cell would break: refused, not written past."""
+    keys, values = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(2))
+    refinement = attention_context.Refinement(16, 16, side=4, share=1.0)
+    refinement.add(keys, values, Box(0, 16, 0, 16))
+    assert 0 < refinement.count <= refinement.capacity
+    with pytest.raises(ValueError, match="must not overlap"):
+        refinement.add(keys[:, :8, :8], values[:, :8, :8], Box(0, 8, 0, 8))
+
+
 def test_refining_a_context_brings_its_attention_to_the_unpooled_one():
     """Pooled 2x2 (as a 4096 px canvas's latent is), the context's attention is far from the
     unpooled one where the keys of a few cells differ within them (an edge); refined with 25% more
