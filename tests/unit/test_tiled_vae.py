@@ -201,6 +201,21 @@ def test_fast_encode_covers_every_pixel_once():
     assert rel_l2(sink.out, model.encode(x)) < 0.5
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_channel_sums_a_few_channels_at_a_time_are_the_whole_maps(monkeypatch, dtype):
+    """Squared a few channels at a time (a whole activation's squares were a save's peak), the sums
+    are those of the whole map at once, bit for bit, and of a strided part of one too."""
+    t = torch.randn(10, 12, 16, generator=torch.Generator().manual_seed(4)).to(dtype)
+    part = t[:, 2:9, 3:13]
+    whole = {id(x): (x.float().sum(dim=2).double().sum(dim=1), (x.float() ** 2).sum(dim=2).double().sum(dim=1))
+             for x in (t, part)}
+    monkeypatch.setattr(vae_runner, "CHANNEL_SUMS_BYTES", 3 * 4 * 12 * 16)  # 3 channels: 4 steps, the last of 1
+    for x in (t, part):
+        sums = vae_runner.channel_sums(x)
+        assert all(s.dtype == torch.float64 and s.shape == (10,) for s in sums)
+        assert all(torch.equal(a, b) for a, b in zip(sums, whole[id(x)]))
+
+
 def test_fp16_overflow_is_detected():
     model = randomize(Autoencoder()).half()
     with torch.no_grad():
